@@ -1,0 +1,148 @@
+"""Grouped-query attention with qkv bias, RoPE and an optional KV cache.
+
+Two kernels behind one function:
+- "xla": einsum attention, scores and softmax in float32; any boolean mask (left padding,
+  KV-cache slots). Runs everywhere; used on CPU and for decode steps.
+- "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, the fused flash kernel
+  on NVIDIA GPUs, for prefill and training forwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Bool, Float, Int
+
+from openrs_jax.model.layers import apply_rope, param
+
+# Finite "minus infinity": a fully masked row (a padding query) then gives a uniform
+# distribution instead of NaN, and its output is ignored downstream.
+_MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class LayerCache:
+    """KV cache of one layer: slots [B, S, K, H]; all rows write the same slot index."""
+
+    k: Float[Array, "B S K H"]
+    v: Float[Array, "B S K H"]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class KVCache:
+    """The decoder's KV cache.
+
+    layers: one LayerCache per decoder layer.
+    valid: bool [B, S], True where a slot holds a real (non-padding) token.
+    index: int32 scalar, the next slot to write (shared by all rows: prompts are left-padded
+      to one length, so every row advances in lock-step).
+    """
+
+    layers: list[LayerCache]
+    valid: Bool[Array, "B S"]
+    index: Int[Array, ""]
+
+    @property
+    def max_length(self) -> int:
+        return self.valid.shape[1]
+
+    @classmethod
+    def init(cls, num_layers: int, batch: int, max_length: int, num_kv_heads: int, head_dim: int, dtype) -> "KVCache":
+        shape = (batch, max_length, num_kv_heads, head_dim)
+        return cls(
+            layers=[LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(num_layers)],
+            valid=jnp.zeros((batch, max_length), bool),
+            index=jnp.zeros((), jnp.int32),
+        )
+
+
+def xla_attention(
+    q: Float[Array, "B T N H"],
+    k: Float[Array, "B S K H"],
+    v: Float[Array, "B S K H"],
+    mask: Bool[Array, "B T S"],
+) -> Float[Array, "B T N H"]:
+    """softmax(q·kᵀ/√H + mask)·v with query heads grouped over the K kv heads."""
+    b, t, n, h = q.shape
+    kv = k.shape[2]
+    qg = q.reshape(b, t, kv, n // kv, h)  # [B, T, K, G, H]
+    scores = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = scores * (h**-0.5)
+    scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, K, G, T, S]
+    out = jnp.einsum("bkgts,bskh->btkgh", probs, v, preferred_element_type=jnp.float32)
+    return out.reshape(b, t, n, h).astype(q.dtype)
+
+
+def cudnn_attention(
+    q: Float[Array, "B T N H"],
+    k: Float[Array, "B S K H"],
+    v: Float[Array, "B S K H"],
+    mask: Bool[Array, "B T S"] | None,
+) -> Float[Array, "B T N H"]:
+    """Fused flash attention. `mask=None` means plain causal attention over [0, T)."""
+    if mask is None:
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="cudnn")
+
+
+class Attention(nnx.Module):
+    def __init__(self, cfg, *, dtype, param_dtype, rngs: nnx.Rngs | None):
+        d, n, k, h = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
+        self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
+        self.rope_theta = cfg.rope_theta
+        self.dtype = dtype
+        # Projections are stored as [D, N·H] (heads flattened) so tensor parallelism shards the
+        # flattened dimension and the HF mapping is a plain transpose.
+        self.q_proj = param(rngs, (d, n * h), ("embed", "q_heads"), param_dtype)
+        self.q_bias = param(rngs, (n * h,), ("q_heads",), param_dtype, init="zeros")
+        self.k_proj = param(rngs, (d, k * h), ("embed", "kv_heads"), param_dtype)
+        self.k_bias = param(rngs, (k * h,), ("kv_heads",), param_dtype, init="zeros")
+        self.v_proj = param(rngs, (d, k * h), ("embed", "kv_heads"), param_dtype)
+        self.v_bias = param(rngs, (k * h,), ("kv_heads",), param_dtype, init="zeros")
+        self.o_proj = param(rngs, (n * h, d), ("q_heads", "embed"), param_dtype)
+
+    def __call__(
+        self,
+        x: Float[Array, "B T D"],
+        cos: Array,
+        sin: Array,
+        mask: Bool[Array, "B T S"] | None,
+        cache: LayerCache | None = None,
+        cache_index: Int[Array, ""] | None = None,
+        kv_read_len: int | None = None,
+        impl: str = "xla",
+    ) -> tuple[Float[Array, "B T D"], LayerCache | None]:
+        b, t, _ = x.shape
+        dt = self.dtype
+        n, kvh, h = self.num_heads, self.num_kv_heads, self.head_dim
+
+        def proj(w, bias, heads):
+            y = jnp.einsum("btd,de->bte", x, w[...].astype(dt)) + bias[...].astype(dt)
+            return y.reshape(b, t, heads, h)
+
+        q = apply_rope(proj(self.q_proj, self.q_bias, n), cos, sin)  # [B, T, N, H]
+        k = apply_rope(proj(self.k_proj, self.k_bias, kvh), cos, sin)  # [B, T, K, H]
+        v = proj(self.v_proj, self.v_bias, kvh)
+
+        new_cache = None
+        if cache is not None:
+            zero = jnp.zeros((), jnp.int32)
+            ck = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (zero, cache_index, zero, zero))
+            cv = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (zero, cache_index, zero, zero))
+            new_cache = LayerCache(ck, cv)
+            # Read only the filled part of the cache (a static bound chosen by the caller).
+            s = kv_read_len or ck.shape[1]
+            k, v = ck[:, :s].astype(dt), cv[:, :s].astype(dt)
+
+        if impl == "cudnn" and cache is None:
+            out = cudnn_attention(q, k, v, mask)
+        else:
+            out = xla_attention(q, k, v, mask)
+        out = jnp.einsum("bte,ed->btd", out.reshape(b, t, n * h), self.o_proj[...].astype(dt))
+        return out, new_cache

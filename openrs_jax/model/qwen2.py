@@ -1,0 +1,193 @@
+"""The Qwen2 decoder in Flax NNX (DeepSeek-R1-Distill-Qwen, Qwen2.5).
+
+    tokens [B, T] ─embed─► x [B, T, D] ─(L × DecoderLayer)─► RMSNorm ─lm_head─► logits [B, T, V]
+    DecoderLayer: x += Attention(RMSNorm(x)); x += MLP(RMSNorm(x))
+
+Positions default to 0..T-1 (as HF's forward without `position_ids`); the sampler passes
+padding-aware positions. `attention_mask` [B, T] marks real tokens (1) versus padding (0);
+left and right padding both work. Parameters are stored in `param_dtype`, matmuls run in
+`dtype` (bf16 on GPU), norm statistics, softmax and logits in float32.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jaxtyping import Array, Float, Int
+
+from openrs_jax import sharding as shd
+from openrs_jax.model.attention import Attention, KVCache, LayerCache
+from openrs_jax.model.config import ModelConfig
+from openrs_jax.model.layers import MLP, RMSNorm, param, rope_cos_sin
+
+_REMAT_POLICIES = {
+    "full": None,  # save nothing: recompute the whole layer
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class DecoderLayer(nnx.Module):
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs | None):
+        dtype, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        self.input_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=pdt, rngs=rngs)
+        self.attn = Attention(cfg, dtype=dtype, param_dtype=pdt, rngs=rngs)
+        self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=pdt, rngs=rngs)
+        self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, dtype=dtype, param_dtype=pdt, rngs=rngs)
+
+    def __call__(self, x, cos, sin, mask, cache=None, cache_index=None, kv_read_len=None, impl="xla"):
+        h, new_cache = self.attn(self.input_norm(x), cos, sin, mask, cache, cache_index, kv_read_len, impl)
+        x = x + h
+        x = x + self.mlp(self.post_attn_norm(x))
+        return x, new_cache
+
+
+def _layer_call(layer, x, cos, sin, mask, *, impl):
+    out, _ = layer(x, cos, sin, mask, impl=impl)
+    return out
+
+
+class Qwen2(nnx.Module):
+    """Qwen2ForCausalLM. `Qwen2(cfg, rngs=nnx.Rngs(0))` initialises randomly;
+    `openrs_jax.weights.load_hf` loads HF weights; `openrs_jax.model.create_sharded` builds
+    it directly into a device mesh."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs | None):
+        self.config = cfg
+        pdt = jnp.dtype(cfg.param_dtype)
+        self.embed = param(rngs, (cfg.vocab_size, cfg.hidden_size), ("vocab", "embed"), pdt)
+        self.layers = nnx.List([DecoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+        self.final_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=pdt, rngs=rngs)
+        if not cfg.tie_word_embeddings:
+            self.lm_head = param(rngs, (cfg.hidden_size, cfg.vocab_size), ("embed", "vocab"), pdt)
+        # Static (hashable) sharding context for activation constraints; set by
+        # `set_sharding`. None: single device, nothing to constrain.
+        self.mesh = None
+        self.rules = None
+
+    # ------------------------------------------------------------------ sharding
+    def set_sharding(self, mesh: jax.sharding.Mesh | None, rules: dict[str, Any] | None) -> None:
+        """Activation constraints for `mesh` under `rules` (a preset of openrs_jax.sharding)."""
+        self.mesh = mesh
+        self.rules = None if rules is None else tuple(sorted(rules.items()))
+
+    def _constrain(self, x, *axes):
+        return shd.constrain(x, self.mesh, None if self.rules is None else dict(self.rules), *axes)
+
+    # ------------------------------------------------------------------ pieces
+    @property
+    def dtype(self):
+        return jnp.dtype(self.config.dtype)
+
+    def attention_impl(self) -> str:
+        impl = self.config.attention_impl
+        if impl == "auto":
+            impl = "cudnn" if jax.default_backend() == "gpu" else "xla"
+        return impl
+
+    def lm_head_weight(self) -> Float[Array, "D V"]:
+        """The output projection as [D, V] (the transposed embedding when tied)."""
+        if self.config.tie_word_embeddings:
+            return self.embed[...].T
+        return self.lm_head[...]
+
+    def logits(self, hidden: Float[Array, "B T D"]) -> Float[Array, "B T V"]:
+        """float32 logits from final hidden states (bf16 matmul, float32 accumulation)."""
+        w = self.lm_head_weight().astype(self.dtype)
+        return jnp.einsum("btd,dv->btv", hidden.astype(self.dtype), w, preferred_element_type=jnp.float32)
+
+    def embed_tokens(self, tokens: Int[Array, "B T"]) -> Float[Array, "B T D"]:
+        return jnp.take(self.embed[...], tokens, axis=0).astype(self.dtype)
+
+    # ------------------------------------------------------------------ forward
+    def hidden_states(
+        self,
+        tokens: Int[Array, "B T"],
+        positions: Int[Array, "B T"] | None = None,
+        attention_mask: Int[Array, "B T"] | None = None,
+    ) -> Float[Array, "B T D"]:
+        """Final (normed) hidden states of a full-sequence forward (training, scoring)."""
+        b, t = tokens.shape
+        cfg = self.config
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+        impl = self.attention_impl()
+        causal = jnp.tril(jnp.ones((t, t), bool))
+        if attention_mask is None:
+            mask = None if impl == "cudnn" else jnp.broadcast_to(causal, (b, t, t))
+        else:
+            mask = causal[None] & (attention_mask[:, None, :] != 0)
+        cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta, self.dtype)
+        x = self._constrain(self.embed_tokens(tokens), "batch", "seq", None)
+        call = functools.partial(_layer_call, impl=impl)
+        if cfg.remat != "none":
+            call = nnx.remat(call, policy=_REMAT_POLICIES[cfg.remat])
+        for layer in self.layers:
+            x = self._constrain(call(layer, x, cos, sin, mask), "batch", "seq", None)
+        return self.final_norm(x)
+
+    def __call__(
+        self,
+        tokens: Int[Array, "B T"],
+        positions: Int[Array, "B T"] | None = None,
+        attention_mask: Int[Array, "B T"] | None = None,
+        *,
+        return_hidden: bool = False,
+        last_n: int | None = None,
+    ) -> Float[Array, "B T V"]:
+        """Logits [B, T, V] in float32 (or [B, last_n, V]; or hidden states [B, T, D] with
+        `return_hidden=True`)."""
+        hidden = self.hidden_states(tokens, positions, attention_mask)
+        if last_n is not None:
+            hidden = hidden[:, -last_n:]
+        if return_hidden:
+            return hidden
+        return self.logits(hidden)
+
+    def init_cache(self, batch: int, max_length: int, dtype=None) -> KVCache:
+        cfg = self.config
+        return KVCache.init(
+            cfg.num_layers, batch, max_length, cfg.num_kv_heads, cfg.resolved_head_dim, dtype or self.dtype
+        )
+
+    def forward_cached(
+        self,
+        tokens: Int[Array, "B T"],
+        positions: Int[Array, "B T"],
+        attention_mask: Int[Array, "B T"],
+        cache: KVCache,
+        *,
+        kv_read_len: int | None = None,
+        last_n: int | None = None,
+    ) -> tuple[Float[Array, "B T V"], KVCache]:
+        """Prefill (T > 1) or decode (T = 1) step against a KV cache.
+
+        The T new tokens go to slots [index, index + T). Query slot i attends to key slots
+        s ≤ i that hold real tokens. Only the first `kv_read_len` slots (static; default all)
+        are read: the sampler passes a bound on the filled length so decode reads no empty
+        cache. Returns float32 logits of the last `last_n` positions (default all) and the
+        updated cache.
+        """
+        b, t = tokens.shape
+        cfg = self.config
+        s = kv_read_len or cache.max_length
+        index = cache.index
+        valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask != 0, (jnp.zeros((), jnp.int32), index))
+        q_slots = index + jnp.arange(t)[:, None]  # [T, 1]
+        k_slots = jnp.arange(s)[None, :]  # [1, S]
+        mask = (k_slots <= q_slots)[None] & valid[:, None, :s]  # [B, T, S]
+        cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta, self.dtype)
+        x = self._constrain(self.embed_tokens(tokens), "batch", "seq", None)
+        new_layers = []
+        for layer, lc in zip(self.layers, cache.layers):
+            x, nc = layer(x, cos, sin, mask, lc, index, s, impl="xla")
+            x = self._constrain(x, "batch", "seq", None)
+            new_layers.append(nc)
+        hidden = self.final_norm(x)
+        if last_n is not None:
+            hidden = hidden[:, -last_n:]
+        new_cache = KVCache(layers=new_layers, valid=valid, index=index + t)
+        return self.logits(hidden), new_cache

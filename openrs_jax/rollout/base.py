@@ -1,0 +1,129 @@
+"""The rollout interface: prompts in, host arrays out.
+
+Layer L0 (no JAX): every engine (the built-in JAX sampler, the vLLM client) implements
+`RolloutEngine`; the trainer and the evaluator only see this module.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+FINISH_STOP = "stop"  # an EOS or stop token was sampled (it is part of the completion)
+FINISH_LENGTH = "length"  # max_new_tokens reached
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """How to sample. `temperature == 0` means greedy. `top_p == 1` and `top_k <= 0` disable
+    those filters. `stop_token_ids` end a completion like EOS does (and are kept in it)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    stop_token_ids: tuple[int, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclasses.dataclass
+class RolloutBatch:
+    """P prompts × G samples = B completions, row b = prompt b // G, sample b % G.
+
+    completion_ids: int32 [B, C], right-padded with `pad_token_id`.
+    completion_mask: int32 [B, C], 1 up to and including the first EOS/stop token.
+    logprobs: float32 [B, C], log-prob of each sampled token under the sampling distribution
+      (0 where the mask is 0).
+    lengths: int32 [B], number of completion tokens (sum of the mask).
+    finish_reasons: list of "stop" | "length", one per row.
+    prompt_ids: list of the P prompts' token ids (unpadded), in order.
+    weight_version: the weights version that produced the batch (engines that sync weights).
+    """
+
+    completion_ids: np.ndarray
+    completion_mask: np.ndarray
+    logprobs: np.ndarray
+    lengths: np.ndarray
+    finish_reasons: list[str]
+    prompt_ids: list[list[int]]
+    num_generations: int
+    weight_version: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.completion_ids.shape[0])
+
+    def completion_token_lists(self) -> list[list[int]]:
+        return [row[: int(n)].tolist() for row, n in zip(self.completion_ids, self.lengths)]
+
+
+class RolloutEngine(abc.ABC):
+    """Generates completions and receives new weights."""
+
+    @abc.abstractmethod
+    def generate(
+        self, prompt_token_ids: Sequence[Sequence[int]], num_generations: int, sampling: SamplingParams
+    ) -> RolloutBatch:
+        """Samples `num_generations` completions for each prompt."""
+
+    @abc.abstractmethod
+    def update_weights(self, params: Any) -> None:
+        """Makes the next `generate` use `params` (an NNX model or state)."""
+
+    def close(self) -> None:
+        """Releases resources (servers, device buffers)."""
+
+
+def pack_completions(
+    completions: Sequence[Sequence[int]],
+    logprobs: Sequence[Sequence[float]],
+    finish_reasons: Sequence[str],
+    prompt_ids: Sequence[Sequence[int]],
+    num_generations: int,
+    pad_token_id: int,
+    eos_token_ids: Sequence[int],
+    weight_version: int = 0,
+) -> RolloutBatch:
+    """Packs per-row token lists into a `RolloutBatch`, cutting each row after its first
+    EOS/stop token so every engine produces the same mask semantics."""
+    eos = set(int(t) for t in eos_token_ids)
+    rows, lps, reasons = [], [], []
+    for ids, lp, reason in zip(completions, logprobs, finish_reasons):
+        ids, lp = list(ids), list(lp)
+        for i, t in enumerate(ids):
+            if t in eos:
+                ids, lp, reason = ids[: i + 1], lp[: i + 1], FINISH_STOP
+                break
+        rows.append(ids)
+        lps.append(lp)
+        reasons.append(reason)
+    width = max(1, max((len(r) for r in rows), default=1))
+    b = len(rows)
+    out_ids = np.full((b, width), pad_token_id, np.int32)
+    out_mask = np.zeros((b, width), np.int32)
+    out_lp = np.zeros((b, width), np.float32)
+    for i, (ids, lp) in enumerate(zip(rows, lps)):
+        out_ids[i, : len(ids)] = ids
+        out_mask[i, : len(ids)] = 1
+        out_lp[i, : len(lp)] = lp
+    return RolloutBatch(
+        completion_ids=out_ids,
+        completion_mask=out_mask,
+        logprobs=out_lp,
+        lengths=out_mask.sum(axis=1).astype(np.int32),
+        finish_reasons=reasons,
+        prompt_ids=[list(p) for p in prompt_ids],
+        num_generations=num_generations,
+        weight_version=weight_version,
+    )

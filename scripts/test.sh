@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command of the README: installs what the tests need, then runs them.
+# Idempotent: a second run on the same machine installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+# CPU torch for the HF reference checks. `torch==2.13.0` resolves to the local CPU wheel on our
+# machines; a bare `torch` would pull the multi-GB CUDA build from PyPI.
+$PY -m pip install -q "torch==2.13.0"
+$PY -m pip install -q -e ".[test]"
+
+exec $PY -m pytest -q "$@"
