@@ -1,0 +1,152 @@
+"""The built-in JAX sampler against HF generate and sampling theory."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+
+from hf_utils import make_hf_qwen2
+from openrs_jax import sharding as shd
+from openrs_jax.rollout.base import SamplingParams
+from openrs_jax.rollout.jax_engine import JaxEngine
+from openrs_jax.rollout.sampling import filter_top_k, filter_top_p, sample_tokens
+from openrs_jax.weights import load_hf
+
+EOS = 2
+PAD = 0
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny")
+    ref = make_hf_qwen2(path, vocab_size=128, num_layers=2)
+    return ref, load_hf(path, dtype=jnp.float32), path
+
+
+PROMPTS = [[5, 9, 17, 33, 4, 8, 21], [7, 7, 3], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50], [11]]
+
+
+def _hf_greedy(ref, prompts, max_new):
+    t = max(map(len, prompts))
+    ids = torch.full((len(prompts), t), PAD)
+    mask = torch.zeros((len(prompts), t), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, t - len(p) :] = torch.tensor(p)
+        mask[i, t - len(p) :] = 1
+    with torch.no_grad():
+        out = ref.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
+            eos_token_id=EOS, pad_token_id=PAD,
+        )
+    return out[:, t:].numpy()
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_greedy_matches_hf_generate(tiny_pair, compact):
+    ref, model, _ = tiny_pair
+    want = _hf_greedy(ref, PROMPTS, 64)
+    engine = JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=16,
+                       prompt_bucket=4, compact=compact)
+    batch = engine.generate(PROMPTS, 1, SamplingParams(max_new_tokens=64, temperature=0.0))
+    for i in range(len(PROMPTS)):
+        n = int(batch.lengths[i])
+        np.testing.assert_array_equal(batch.completion_ids[i, :n], want[i, :n])
+        if batch.finish_reasons[i] == "stop":
+            assert batch.completion_ids[i, n - 1] == EOS
+        else:
+            assert n == 64
+        assert batch.completion_mask[i, :n].all() and not batch.completion_mask[i, n:].any()
+
+
+def test_sampled_logprobs_equal_model_log_softmax(tiny_pair):
+    ref, model, _ = tiny_pair
+    engine = JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=16, prompt_bucket=4)
+    batch = engine.generate(PROMPTS[:2], 3, SamplingParams(max_new_tokens=20, temperature=1.0, seed=7))
+    assert batch.completion_ids.shape[0] == 6 and batch.num_generations == 3
+    for row in range(6):
+        prompt = PROMPTS[row // 3]
+        comp = batch.completion_ids[row, : batch.lengths[row]].tolist()
+        seq = torch.tensor([prompt + comp])
+        with torch.no_grad():
+            logp = torch.log_softmax(ref(seq).logits[0].double(), -1).numpy()
+        want = [logp[len(prompt) - 1 + j, tok] for j, tok in enumerate(comp)]
+        np.testing.assert_allclose(batch.logprobs[row, : len(comp)], want, atol=1e-4)
+    # Different samples of one prompt differ (per-row PRNG), and a seed reproduces them.
+    again = engine.generate(PROMPTS[:2], 3, SamplingParams(max_new_tokens=20, temperature=1.0, seed=7))
+    np.testing.assert_array_equal(again.completion_ids, batch.completion_ids)
+    assert len({tuple(r) for r in batch.completion_ids[:3].tolist()}) > 1
+
+
+def test_sharded_engine_matches_single_device(tiny_pair):
+    _, model, path = tiny_pair
+    sp = SamplingParams(max_new_tokens=24, temperature=0.8, seed=3)
+    single = JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=16, prompt_bucket=4)
+    mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
+    train_model = load_hf(path, dtype=jnp.float32, mesh=mesh)
+    sharded = JaxEngine(train_model, eos_token_ids=[EOS], pad_token_id=PAD, mesh=mesh, kv_bucket=32, segment_len=16, prompt_bucket=4)
+    q = sharded._params["layers"][0]["attn"]["q_proj"]
+    assert q[...].sharding.spec == jax.sharding.PartitionSpec(None, "tensor")  # no FSDP when sampling
+    a = single.generate(PROMPTS[:3], 2, sp)
+    b = sharded.generate(PROMPTS[:3], 2, sp)
+    np.testing.assert_array_equal(a.completion_ids, b.completion_ids)
+    np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+
+
+def test_stop_tokens_and_update_weights(tiny_pair):
+    _, model, _ = tiny_pair
+    engine = JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=16, prompt_bucket=4)
+    greedy = engine.generate(PROMPTS, 1, SamplingParams(max_new_tokens=16, temperature=0.0))
+    stop = int(greedy.completion_ids[0, 2])
+    cut = engine.generate(PROMPTS[:1], 1, SamplingParams(max_new_tokens=16, temperature=0.0, stop_token_ids=(stop,)))
+    first = greedy.completion_ids[0].tolist().index(stop) + 1
+    assert int(cut.lengths[0]) == first and cut.finish_reasons[0] == "stop"
+    # New weights change the samples and bump the version.
+    v0 = engine.weight_version
+    state = nnx.state(model, nnx.Param)
+    engine.update_weights(jax.tree.map(lambda x: x * 1.5, state))
+    assert engine.weight_version == v0 + 1
+    changed = engine.generate(PROMPTS, 1, SamplingParams(max_new_tokens=16, temperature=0.0))
+    assert not np.array_equal(changed.completion_ids, greedy.completion_ids)
+
+
+def _chi_square_pvalue(counts, probs):
+    from scipy.stats import chisquare  # noqa: PLC0415 (scipy ships with the test extras' deps)
+
+    keep = probs > 0
+    assert counts[~keep].sum() == 0, "sampled a token outside the support"
+    expected = counts.sum() * probs[keep] / probs[keep].sum()
+    expected *= counts.sum() / expected.sum()  # exact totals: scipy checks them to 1e-8
+    return chisquare(counts[keep], expected).pvalue
+
+
+@pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.5, 0, 1.0), (1.3, 0, 0.8), (1.0, 3, 1.0)])
+def test_sampling_frequencies_match_theory(temperature, top_k, top_p):
+    logits = jnp.asarray([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]])
+    n = 20000
+    keys = jax.random.split(jax.random.PRNGKey(0), n)
+    toks, lps = sample_tokens(jnp.repeat(logits, n, 0), keys, temperature=temperature, top_k=top_k, top_p=top_p)
+    # Theory, written out independently of the implementation.
+    z = np.asarray(logits[0]) / temperature
+    p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    if top_k:
+        p = np.where(np.argsort(np.argsort(-p)) < top_k, p, 0)
+    if top_p < 1:
+        order = np.argsort(-p)
+        before = np.cumsum(p[order]) - p[order]
+        keep = np.zeros_like(p, bool)
+        keep[order] = before < top_p
+        p = np.where(keep, p, 0)
+    p = p / p.sum()
+    counts = np.bincount(np.asarray(toks), minlength=6)
+    assert _chi_square_pvalue(counts, p) > 1e-3
+    np.testing.assert_allclose(np.asarray(lps), np.log(p[np.asarray(toks)]), atol=1e-5)
+
+
+def test_filters_keep_the_right_support():
+    logits = jnp.asarray([[3.0, 1.0, 2.0, 0.0]])
+    assert np.isfinite(np.asarray(filter_top_k(logits, 2))).tolist() == [[True, False, True, False]]
+    # probs ≈ [.64, .09, .24, .03]: top_p .7 keeps the first two most likely (.64 < .7).
+    assert np.isfinite(np.asarray(filter_top_p(logits, 0.7))).tolist() == [[True, False, True, False]]
+    assert np.isfinite(np.asarray(filter_top_p(logits, 0.5))).tolist() == [[True, False, False, False]]
