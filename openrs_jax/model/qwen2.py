@@ -85,7 +85,9 @@ class Qwen2(nnx.Module):
     def attention_impl(self) -> str:
         impl = self.config.attention_impl
         if impl == "auto":
-            impl = "cudnn" if jax.default_backend() == "gpu" else "xla"
+            # cuDNN flash attention takes bf16/fp16 only; float32 (parity checks) uses XLA.
+            fused_ok = jax.default_backend() == "gpu" and self.dtype in (jnp.bfloat16, jnp.float16)
+            impl = "cudnn" if fused_ok else "xla"
         return impl
 
     def lm_head_weight(self) -> Float[Array, "D V"]:

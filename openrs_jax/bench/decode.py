@@ -1,0 +1,156 @@
+"""Issue-4 benchmark: decode throughput of the `jax` engine for the 1.5B shape (random init,
+bf16) next to HF `generate` in the same run and the HBM roofline.
+
+    python -m openrs_jax.bench.decode --out results.json            # both, one table
+    python -m openrs_jax.bench.decode --only jax --batches 96 --new 1024
+
+Random weights never choose EOS on purpose, so every row generates the full length; that
+is the worst case for the sampler (no early stop, no compaction).
+Roofline tokens/s = B / (bytes per step / HBM bandwidth), bytes per step = weights read
+(non-embedding parameters + LM head) + the filled KV cache at the average context
+(prompt + new/2), bandwidth measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from openrs_jax.bench import common
+
+
+def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None = None) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from openrs_jax.model import create_sharded, deepseek_r1_distill_qwen_1p5b
+    from openrs_jax.rollout.base import SamplingParams
+    from openrs_jax.rollout.jax_engine import JaxEngine
+
+    cfg = deepseek_r1_distill_qwen_1p5b(**({} if layers is None else {"num_layers": layers}))
+    model = create_sharded(cfg, seed=0)
+    # No EOS: measure full-length decoding.
+    engine = JaxEngine(model, eos_token_ids=[], pad_token_id=0, max_batch_size=batch)
+    prompts = common.np_random_tokens(batch, prompt, 150000).tolist()
+    sp = SamplingParams(max_new_tokens=new, temperature=0.7, seed=0)
+    t0 = time.perf_counter()
+    engine.generate(prompts, 1, sp)
+    first = time.perf_counter() - t0
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        out = engine.generate(prompts, 1, SamplingParams(max_new_tokens=new, temperature=0.7, seed=i + 1))
+        times.append(time.perf_counter() - t0)
+    ntok = int(out.lengths.sum())
+    best = min(times)
+    return {"engine": "jax", "batch": batch, "prompt": prompt, "new": new, "tokens": ntok,
+            "first_call_s": first, "time_s": best, "tokens_per_s": ntok / best,
+            "peak_GiB": (common.peak_bytes() or 0) / 2**30}
+
+
+def _hf_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None = None) -> dict:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from openrs_jax.model import deepseek_r1_distill_qwen_1p5b
+
+    cfg = deepseek_r1_distill_qwen_1p5b(**({} if layers is None else {"num_layers": layers}))
+    hf = cfg.to_hf_config("bfloat16")
+    for k in ("architectures", "model_type", "torch_dtype"):
+        hf.pop(k)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = Qwen2ForCausalLM(Qwen2Config(**hf, attn_implementation="sdpa")).to(torch.bfloat16).eval()
+    ids = torch.tensor(common.np_random_tokens(batch, prompt, 150000), device="cuda")
+    mask = torch.ones_like(ids)
+
+    def gen():
+        with torch.no_grad():
+            return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
+                                  do_sample=True, temperature=0.7, top_p=1.0, top_k=0, pad_token_id=0)
+
+    gen()  # warm-up
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = gen()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    ntok = int((out.shape[1] - prompt) * batch)
+    best = min(times)
+    return {"engine": "hf_generate", "batch": batch, "prompt": prompt, "new": new, "tokens": ntok,
+            "time_s": best, "tokens_per_s": ntok / best,
+            "peak_GiB": torch.cuda.max_memory_allocated() / 2**30}
+
+
+def _in_subprocess(kind: str, batch: int, prompt: int, new: int, repeats: int, layers: int | None) -> dict:
+    """Each engine in its own process: JAX and torch do not share the GPU allocator."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        path = f.name
+    cmd = [sys.executable, "-m", "openrs_jax.bench.decode", "--_worker", kind, "--batches", str(batch),
+           "--prompt", str(prompt), "--new", str(new), "--repeats", str(repeats), "--_result", path]
+    if layers is not None:
+        cmd += ["--layers", str(layers)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"engine": kind, "batch": batch, "new": new, "error": proc.stderr[-2000:]}
+    with open(path) as f:
+        return json.load(f)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batches", default="96,72")
+    ap.add_argument("--prompt", type=int, default=256)
+    ap.add_argument("--new", default="1024,3584")
+    ap.add_argument("--only", choices=["jax", "hf"], default=None)
+    ap.add_argument("--hf-new", default="1024", help="new-token lengths also run with HF generate")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--layers", type=int, default=None, help="fewer layers (CPU smoke runs)")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_result", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    batches = [int(x) for x in args.batches.split(",")]
+    news = [int(x) for x in args.new.split(",")]
+    if args.__dict__["_worker"]:
+        fn = _jax_run if args._worker == "jax" else _hf_run
+        res = fn(batches[0], args.prompt, news[0], args.repeats, args.layers)
+        with open(args._result, "w") as f:
+            json.dump(res, f)
+        return
+
+    import jax.numpy as jnp  # noqa: F401  (initialises the backend for the ceilings)
+
+    from openrs_jax.model import deepseek_r1_distill_qwen_1p5b
+
+    cfg = deepseek_r1_distill_qwen_1p5b(**({} if args.layers is None else {"num_layers": args.layers}))
+    bw = common.hbm_bandwidth()
+    env = common.environment()
+    rows = []
+    for new in news:
+        for b in batches:
+            if args.only in (None, "jax"):
+                rows.append(_in_subprocess("jax", b, args.prompt, new, args.repeats, args.layers))
+            if args.only in (None, "hf") and str(new) in args.hf_new.split(","):
+                rows.append(_in_subprocess("hf", b, args.prompt, new, args.repeats, args.layers))
+    for r in rows:
+        avg_ctx = args.prompt + r["new"] / 2
+        step_bytes = common.decode_weight_bytes(cfg) + r["batch"] * avg_ctx * common.kv_bytes_per_token(cfg)
+        r["roofline_tok_s"] = r["batch"] / (step_bytes / bw)
+        if "tokens_per_s" in r:
+            r["frac_roofline"] = r["tokens_per_s"] / r["roofline_tok_s"]
+    print(f"device {env['device']}  HBM copy {bw / 1e12:.2f} TB/s  date {env['date']}")
+    print(common.fmt_table(rows, ["engine", "batch", "prompt", "new", "tokens_per_s", "roofline_tok_s",
+                                  "frac_roofline", "time_s", "first_call_s", "peak_GiB", "error"]))
+    common.write_json(args.out, {"env": env, "hbm_bytes_per_s": bw, "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
