@@ -1,0 +1,175 @@
+"""Tokenizer loading and prompt rendering.
+
+Layer L0 (no JAX). A prompt is the tokenizer's chat template applied to
+[system (optional), user = problem] with the generation prompt, plus the `<think>\\n` prefill:
+for the R1-distill template that is
+`<｜begin▁of▁sentence｜>{system}<｜User｜>{problem}<｜Assistant｜><think>\\n`.
+The template already writes the BOS token as text, so the text is encoded without adding
+special tokens again.
+
+Departures from TRL / open-r1:
+  1. A directory holding `tokenizer.json` is loaded as `PreTrainedTokenizerFast(tokenizer_file=...)`
+     with the special tokens and chat template of `tokenizer_config.json`, not through
+     `AutoTokenizer`: DeepSeek's R1-distill config names `LlamaTokenizerFast`, and some
+     transformers versions then swap in a Metaspace pre-tokenizer that drops spaces
+     ("Find the sum" -> `Find`, `thes`, `um`). A round-trip check rejects any tokenizer that
+     still loses spaces.
+  2. Left truncation keeps the last `max_prompt_length` tokens, as TRL does, but the example's
+     `prompt_text` is then the decoded kept tokens so text and ids always agree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from typing import Any
+
+BUILTIN_PREFIX = "builtin:"
+THINK_PREFILL = "<think>\n"
+# Spaces, digits and punctuation a broken pre-tokenizer would mangle; decode(encode(x)) == x
+# must hold for every byte-level tokenizer we train with.
+_ROUNDTRIP_TEXT = "Find the sum of all integer bases $b>9$ for which 17 divides 97."
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                    "chat_template.json", "vocab.json", "merges.txt", "tokenizer.model")
+
+
+def _token_content(token: Any) -> str | None:
+    """tokenizer_config.json writes special tokens as strings or AddedToken dicts."""
+    if isinstance(token, dict):
+        return token.get("content")
+    return token
+
+
+def _read_chat_template(directory: pathlib.Path, config: dict[str, Any]) -> str | None:
+    # transformers >= 4.43 saves the template in its own file; older ones inline it.
+    jinja = directory / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    as_json = directory / "chat_template.json"
+    if as_json.is_file():
+        return json.loads(as_json.read_text(encoding="utf-8"))["chat_template"]
+    template = config.get("chat_template")
+    if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
+        named = {t["name"]: t["template"] for t in template}
+        template = named.get("default", next(iter(named.values()), None))
+    return template
+
+
+def _load_from_tokenizer_json(directory: pathlib.Path):
+    from transformers import PreTrainedTokenizerFast
+
+    config_path = directory / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    special_map_path = directory / "special_tokens_map.json"
+    special_map = json.loads(special_map_path.read_text(encoding="utf-8")) if special_map_path.is_file() else {}
+    kwargs = {}
+    for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        value = _token_content(config.get(name, special_map.get(name)))
+        if value is not None:
+            kwargs[name] = value
+    if "model_max_length" in config:
+        kwargs["model_max_length"] = config["model_max_length"]
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(directory / "tokenizer.json"), **kwargs)
+    template = _read_chat_template(directory, config)
+    if template is not None:
+        tokenizer.chat_template = template
+    return tokenizer
+
+
+def _check_roundtrip(tokenizer, source: str) -> None:
+    ids = tokenizer(_ROUNDTRIP_TEXT, add_special_tokens=False)["input_ids"]
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+        return  # a closed vocabulary (word level): it cannot round-trip arbitrary text by design
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if text.strip() != _ROUNDTRIP_TEXT:
+        raise ValueError(
+            f"tokenizer {source!r} does not round-trip text: {_ROUNDTRIP_TEXT!r} decodes back as {text!r} "
+            "(a Metaspace pre-tokenizer dropping spaces?); give a directory with the model's tokenizer.json"
+        )
+
+
+def load_tokenizer(path_or_name: str | os.PathLike):
+    """An HF fast tokenizer for a local directory, an HF hub id or "builtin:quickstart".
+
+    Directories with a `tokenizer.json` load it directly (see the module docstring, 1.); a hub
+    id downloads the tokenizer files and does the same. Raises ValueError if the result does not
+    round-trip plain text.
+    """
+    name = str(path_or_name)
+    if name.startswith(BUILTIN_PREFIX):
+        builtin = name[len(BUILTIN_PREFIX):]
+        if builtin != "quickstart":
+            raise ValueError(f"unknown builtin tokenizer {name!r}; known: 'builtin:quickstart'")
+        from openrs_jax.data.quickstart import build_quickstart_tokenizer
+
+        return build_quickstart_tokenizer()
+    directory = pathlib.Path(name)
+    if not directory.exists():
+        directory = _download_tokenizer_files(name)
+    if not directory.is_dir():
+        raise ValueError(f"tokenizer path {name!r} is not a directory")
+    if (directory / "tokenizer.json").is_file():
+        tokenizer = _load_from_tokenizer_json(directory)
+    else:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    _check_roundtrip(tokenizer, name)
+    return tokenizer
+
+
+def _download_tokenizer_files(repo_id: str) -> pathlib.Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return pathlib.Path(snapshot_download(repo_id, allow_patterns=list(_TOKENIZER_FILES)))
+    except Exception as e:  # offline, unknown repo, gated repo: say which tokenizer and why
+        raise ValueError(
+            f"tokenizer {repo_id!r} is neither a local directory nor downloadable from the Hugging Face hub "
+            f"({type(e).__name__}: {e})"
+        ) from e
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptFormatter:
+    """Renders and tokenizes prompts: `encode(problem) -> (ids, text)`.
+
+    ids: the template text encoded without added special tokens, left-truncated to the last
+    `max_prompt_length` tokens; text: the rendered prompt (decoded kept ids when truncated).
+    """
+
+    tokenizer: Any
+    system_prompt: str | None = None
+    add_think_prefill: bool = True
+    max_prompt_length: int = 512
+
+    def __post_init__(self):
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise ValueError(
+                f"tokenizer {getattr(self.tokenizer, 'name_or_path', '')!r} has no chat template "
+                "(tokenizer_config.json `chat_template` or chat_template.jinja)"
+            )
+        if self.max_prompt_length < 1:
+            raise ValueError(f"max_prompt_length must be >= 1, got {self.max_prompt_length}")
+
+    def render(self, problem: str) -> str:
+        """The chat-template text of one prompt, generation prompt (and prefill) included."""
+        messages = []
+        if self.system_prompt is not None:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.append({"role": "user", "content": problem})
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # Newer R1-distill templates end the generation prompt with the prefill already.
+        if self.add_think_prefill and not text.endswith(THINK_PREFILL):
+            text += THINK_PREFILL
+        return text
+
+    def encode(self, problem: str) -> tuple[list[int], str]:
+        text = self.render(problem)
+        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        if len(ids) > self.max_prompt_length:
+            ids = ids[-self.max_prompt_length:]
+            text = self.tokenizer.decode(ids, skip_special_tokens=False)
+        return ids, text
