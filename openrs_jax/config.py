@@ -448,13 +448,13 @@ class OptimSection:
 @dataclasses.dataclass(frozen=True)
 class CheckpointSection:
     """Orbax checkpoints every `save_steps` steps in `output_dir` (None: checkpoints/<run_name>),
-    keeping the newest `save_total_limit` (None: all). `resume` restores the newest checkpoint
+    keeping the newest `save_total_limit` (None: all). `resume` (or the CLI's --resume) restores the newest checkpoint
     in `output_dir` when there is one."""
 
     output_dir: str | None = None
     save_steps: int = 50
     save_total_limit: int | None = None
-    resume: bool = True
+    resume: bool = False
 
     def __post_init__(self):
         if self.save_steps < 1:

@@ -131,15 +131,20 @@ def main(argv=None):
     from openrs_jax.model import deepseek_r1_distill_qwen_1p5b
 
     cfg = deepseek_r1_distill_qwen_1p5b(**({} if args.layers is None else {"num_layers": args.layers}))
-    bw = common.hbm_bandwidth()
     env = common.environment()
     rows = []
+    # The workers run first, each in its own process: this process must not touch the GPU
+    # before them, or its allocator would hold most of the memory they need.
     for new in news:
         for b in batches:
             if args.only in (None, "jax"):
                 rows.append(_in_subprocess("jax", b, args.prompt, new, args.repeats, args.layers))
+                print(rows[-1], flush=True)
             if args.only in (None, "hf") and str(new) in args.hf_new.split(","):
                 rows.append(_in_subprocess("hf", b, args.prompt, new, args.repeats, args.layers))
+                print(rows[-1], flush=True)
+            common.write_json(args.out, {"env": env, "rows": rows, "partial": True})
+    bw = common.hbm_bandwidth()
     for r in rows:
         avg_ctx = args.prompt + r["new"] / 2
         step_bytes = common.decode_weight_bytes(cfg) + r["batch"] * avg_ctx * common.kv_bytes_per_token(cfg)

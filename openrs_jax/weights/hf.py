@@ -98,17 +98,21 @@ def load_hf(
     dtype: Any = jnp.bfloat16,
     mesh: jax.sharding.Mesh | None = None,
     rules: Mapping[str, Any] | None = None,
+    param_dtype: Any = None,
     **config_overrides: Any,
 ) -> Qwen2:
     """Loads an HF Qwen2 directory into the NNX model.
 
-    dtype: parameter and compute dtype (float32 for parity checks, bfloat16 for training).
+    dtype: compute dtype, and parameter dtype unless `param_dtype` is given (float32 for
+      parity checks; bfloat16 compute with float32 master weights for training).
     mesh/rules: place every parameter straight into its NamedSharding (default rules:
       `sharding.TRAIN_RULES`); without a mesh the model lives on the default device.
+    config_overrides: further `ModelConfig` fields (attention_impl, remat, ...).
     """
     path = pathlib.Path(path)
-    name = jnp.dtype(dtype).name
-    cfg = load_model_config(path, dtype=name, param_dtype=name, **config_overrides)
+    compute = jnp.dtype(dtype).name
+    name = jnp.dtype(param_dtype or dtype).name
+    cfg = load_model_config(path, dtype=compute, param_dtype=name, **config_overrides)
     files = _tensor_files(path)
     rules = dict(shd.TRAIN_RULES if rules is None else rules)
 

@@ -1,0 +1,66 @@
+"""GRPO training from a recipe.
+
+    python -m openrs_jax.train --config configs/openrs3.yaml [--set optim.max_steps=100 ...]
+    python -m openrs_jax.train                      # the CPU quickstart (configs/quickstart.yaml)
+    python -m openrs_jax.train --config RUN_DIR/config.yaml --resume
+
+Writes to checkpoint.output_dir (default checkpoints/<run_name>): config.yaml, metrics.jsonl,
+completions.jsonl, TensorBoard events, Orbax checkpoints, plots. SIGTERM / Ctrl-C finish the
+current step, save a checkpoint and exit; --resume continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m openrs_jax.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--config", default=None,
+                    help="a YAML recipe (path, or a name in configs/: openrs1, openrs2, openrs3, quickstart); "
+                         "default: quickstart")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field, e.g. --set optim.learning_rate=2e-6 (repeatable)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue from the newest checkpoint in the run directory")
+    ap.add_argument("--output-dir", default=None, help="shorthand for --set checkpoint.output_dir=DIR")
+    ap.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from openrs_jax.config import ConfigError, dump_yaml, load_config
+
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"checkpoint.output_dir={args.output_dir}")
+    try:
+        cfg = load_config(args.config, overrides)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
+    from openrs_jax.checkpoint import CheckpointError
+    from openrs_jax.trainer.trainer import NonFiniteError, Trainer
+
+    try:
+        Trainer(cfg, resume=args.resume).run()
+    except (ConfigError, CheckpointError, NonFiniteError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Building a run's parts from its RunConfig: mesh, model, tokenizer, rollout engine, rewards."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from openrs_jax import sharding as shd
+from openrs_jax.config import ConfigError, RunConfig
+from openrs_jax.model import ModelConfig, Qwen2, create_sharded
+
+
+def resolve_model_dir(name_or_path: str) -> pathlib.Path:
+    """A local HF directory, or a hub id downloaded (once, cached) with huggingface_hub."""
+    p = pathlib.Path(name_or_path).expanduser()
+    if p.exists():
+        return p
+    if name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path and name_or_path.count("/") > 1:
+        raise ConfigError(f"model.name_or_path: {name_or_path} does not exist")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return pathlib.Path(
+            snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
+        )
+    except Exception as e:  # noqa: BLE001 — no network, unknown repo, ...
+        raise ConfigError(
+            f"model.name_or_path: {name_or_path!r} is not a local directory and could not be downloaded "
+            f"from the Hugging Face hub ({type(e).__name__}: {e}); pass a local HF directory"
+        ) from None
+
+
+def model_config_for(cfg: RunConfig) -> ModelConfig:
+    """The ModelConfig of a run: the checkpoint's config.json, or the preset; with overrides."""
+    if cfg.model.name_or_path is None:
+        return cfg.model.preset_config()
+    from openrs_jax.weights import load_model_config
+
+    return load_model_config(resolve_model_dir(cfg.model.name_or_path), **cfg.model.model_config_overrides())
+
+
+def build_mesh(cfg: RunConfig) -> jax.sharding.Mesh:
+    devices = jax.devices()
+    if cfg.mesh.num_devices is not None:
+        if cfg.mesh.num_devices > len(devices):
+            raise ConfigError(f"mesh.num_devices {cfg.mesh.num_devices} > {len(devices)} visible devices")
+        devices = devices[: cfg.mesh.num_devices]
+    return shd.make_mesh(cfg.mesh.axis_sizes(len(devices)), devices=devices)
+
+
+def build_model(cfg: RunConfig, mesh: jax.sharding.Mesh) -> Qwen2:
+    """The initial policy, created or loaded straight into its shards (TRAIN_RULES)."""
+    model_cfg = model_config_for(cfg)
+    if cfg.model.name_or_path is None:
+        return create_sharded(model_cfg, mesh, shd.TRAIN_RULES, seed=cfg.seed)
+    from openrs_jax.weights import load_hf
+
+    overrides = {k: v for k, v in cfg.model.model_config_overrides().items() if k not in ("dtype", "param_dtype")}
+    return load_hf(
+        resolve_model_dir(cfg.model.name_or_path),
+        dtype=jnp.dtype(model_cfg.dtype),
+        param_dtype=jnp.dtype(model_cfg.param_dtype),
+        mesh=mesh,
+        rules=shd.TRAIN_RULES,
+        **overrides,
+    )
+
+
+def eos_and_pad(tokenizer, model_cfg: ModelConfig) -> tuple[list[int], int]:
+    """EOS ids (tokenizer's and the model config's) and the pad id (pad, else EOS)."""
+    eos = []
+    if tokenizer.eos_token_id is not None:
+        eos.append(int(tokenizer.eos_token_id))
+    cfg_eos = model_cfg.eos_token_id
+    for t in cfg_eos if isinstance(cfg_eos, list) else [cfg_eos]:
+        if t is not None and int(t) not in eos:
+            eos.append(int(t))
+    if not eos:
+        raise ConfigError("neither the tokenizer nor the model config defines an EOS token")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    return eos, int(pad)
+
+
+def build_rewards(cfg: RunConfig) -> list[Any]:
+    """The configured reward functions; pool settings passed to the rewards that take them."""
+    from openrs_jax.rewards import get_reward, reward_params
+
+    fns = []
+    for name in cfg.rewards.reward_funcs:
+        kwargs = dict(cfg.rewards.reward_kwargs.get(name, {}))
+        accepted = reward_params(name)
+        if "workers" in accepted:
+            kwargs.setdefault("workers", cfg.rewards.num_workers)
+        if "timeout_s" in accepted:
+            kwargs.setdefault("timeout_s", cfg.rewards.timeout_s)
+        fns.append(get_reward(name, **kwargs))
+    return fns
