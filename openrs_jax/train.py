@@ -12,6 +12,7 @@ current step, save a checkpoint and exit; --resume continues exactly where it st
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -49,12 +50,18 @@ def main(argv=None) -> int:
         print(dump_yaml(cfg), end="")
         return 0
     from openrs_jax.checkpoint import CheckpointError
+    from openrs_jax.rollout.vllm_engine import VLLMError
+    from openrs_jax.rollout.vllm_server import VLLMServerError
     from openrs_jax.trainer.trainer import NonFiniteError, Trainer
 
     try:
         Trainer(cfg, resume=args.resume).run()
-    except (ConfigError, CheckpointError, NonFiniteError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, CheckpointError, NonFiniteError, VLLMError, VLLMServerError) as e:
+        # Bad input (config, data, weights), an unreachable server, a failed save: the message
+        # names the problem; the traceback only with OPENRS_DEBUG=1.
+        if os.environ.get("OPENRS_DEBUG"):
+            raise
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -11,7 +11,6 @@ left and right padding both work. Parameters are stored in `param_dtype`, matmul
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -124,11 +123,19 @@ class Qwen2(nnx.Module):
             mask = causal[None] & (attention_mask[:, None, :] != 0)
         cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta, self.dtype)
         x = self._constrain(self.embed_tokens(tokens), "batch", "seq", None)
-        call = functools.partial(_layer_call, impl=impl)
-        if cfg.remat != "none":
-            call = nnx.remat(call, policy=_REMAT_POLICIES[cfg.remat])
         for layer in self.layers:
-            x = self._constrain(call(layer, x, cos, sin, mask), "batch", "seq", None)
+            if cfg.remat == "none":
+                x = _layer_call(layer, x, cos, sin, mask, impl=impl)
+            else:
+                # Plain jax.checkpoint over the layer's state: NNX's own remat transform
+                # cannot run inside the raw jax.jit / grad / scan of the train step.
+                graphdef, state = nnx.split(layer)
+
+                def pure(state, x, cos, sin, mask, graphdef=graphdef):
+                    return _layer_call(nnx.merge(graphdef, state), x, cos, sin, mask, impl=impl)
+
+                x = jax.checkpoint(pure, policy=_REMAT_POLICIES[cfg.remat])(state, x, cos, sin, mask)
+            x = self._constrain(x, "batch", "seq", None)
         return self.final_norm(x)
 
     def __call__(

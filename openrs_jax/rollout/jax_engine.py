@@ -119,12 +119,21 @@ class JaxEngine(RolloutEngine):
 
     # ------------------------------------------------------------------ weights
     def update_weights(self, params: Any) -> None:
-        """Takes an NNX model or its Param state; reshards into the sampling layout."""
+        """Takes an NNX model or its Param state; copies it into the sampling layout, in the
+        compute dtype (float32 master weights would double the bytes every decode step reads)."""
         state = nnx.state(params, nnx.Param) if isinstance(params, nnx.Module) else params
+        compute = jnp.dtype(self.config.dtype)
         if self._param_shardings is not None:
             state = jax.device_put(state, self._param_shardings)
+        if any(x.dtype != compute for x in jax.tree.leaves(state)):
+            state = self._cast(state, compute)
         self._params = state
         self.weight_version += 1
+
+    @staticmethod
+    @functools.partial(jax.jit, static_argnums=(1,))
+    def _cast(state, dtype):
+        return jax.tree.map(lambda x: x.astype(dtype), state)
 
     # ------------------------------------------------------------------ jitted phases
     def _batch_sharding(self, ndim: int):

@@ -283,7 +283,7 @@ def build_train_step(
         tokens = jnp.maximum(msum["completion_tokens"], 1.0)
         metrics = {k: (v if k in _SUM_METRICS else v / tokens) for k, v in msum.items()}
         grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
-        grad_norm = optax.global_norm(grads)
+        grad_norm = _global_norm(grads)
         finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
         count = _opt_count(opt_state)
         updates, new_opt = optimizer.update(grads, opt_state, params)
@@ -302,6 +302,12 @@ def build_train_step(
     if param_shardings is not None:
         kwargs["out_shardings"] = (param_shardings, opt_shardings, None)
     return jax.jit(step, **kwargs)
+
+
+def _global_norm(tree) -> jax.Array:
+    """√(Σ g²) over a pytree (optax.tree.norm where it exists; older optax: global_norm)."""
+    norm = getattr(getattr(optax, "tree", None), "norm", None)
+    return norm(tree) if norm is not None else optax.global_norm(tree)
 
 
 def _opt_count(opt_state) -> jax.Array:

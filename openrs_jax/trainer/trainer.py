@@ -338,7 +338,7 @@ class Trainer:
         t_upd = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        self.engine.update_weights(self.params)
+        self.engine.update_weights(nnx.merge(self.graphdef, self.params))
         t_sync = time.perf_counter() - t0
         step_time = time.perf_counter() - t_step
 
@@ -422,7 +422,10 @@ class Trainer:
                 step += 1
                 metrics = self._step(step)
                 last = metrics
-                if metrics["update_applied"] < 1.0:
+                nonfinite = metrics["update_applied"] < 1.0
+                if nonfinite or step % cfg.log.logging_steps == 0 or step == cfg.optim.max_steps:
+                    self.logger.log(step, metrics)  # a skipped step is always logged
+                if nonfinite:
                     self.nonfinite_run += 1
                     self._print(f"[openrs] step {step}: non-finite loss or gradient (loss {metrics.get('loss')}, "
                                 f"grad_norm {metrics.get('grad_norm')}); update skipped "
@@ -435,8 +438,6 @@ class Trainer:
                         )
                 else:
                     self.nonfinite_run = 0
-                if step % cfg.log.logging_steps == 0 or step == cfg.optim.max_steps:
-                    self.logger.log(step, metrics)
                 stopping = self._stop_signal is not None
                 if step % cfg.checkpoint.save_steps == 0 or step == cfg.optim.max_steps or stopping:
                     self._save(step)

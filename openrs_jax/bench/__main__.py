@@ -1,0 +1,254 @@
+"""Issue-7 benchmark: the GRPO update, the reference forward and generation for the 1.5B shape
+(random init, bf16), our JAX implementation against PyTorch (HF transformers), in one run on
+one GPU; one table and one JSON.
+
+    python -m openrs_jax.bench --out bench.json                       # everything (~8 min, H100)
+    python -m openrs_jax.bench --phases update --seq 2048 --remat dots,full --chunk 512,1024
+    python -m openrs_jax.bench --torch-compile                        # adds torch.compile rows
+
+Phases
+- update: JAX `build_train_step` (the trainer's step; variants over --remat, --chunk and the
+  what-if --attn) against the TRL-style PyTorch step (eager; compiled with --torch-compile),
+  micro-batch --batch, T in --seq, prompt --prompt.
+- reference: JAX `build_logps_fn` against PyTorch no_grad forward + selective log-softmax.
+- generation: the `jax` engine against HF `generate` (openrs_jax.bench.decode's workers),
+  batch --gen-batch, prompt --prompt, --gen-new new tokens.
+
+Columns: tokens/s counts all T tokens of every row (generation: new tokens); MFU = model
+FLOPs (openrs_jax.bench.update.model_flops: 6·N·T + 6·D·V·C + 6·L·N_h·H·T² per update row,
+a third of it per reference row, N without embeddings) / (time × bf16 matmul rate measured
+first in this run); peak GiB per worker process; ratio = JAX / PyTorch eager tokens/s at the
+same phase and T (ratio_compile: against torch.compile). In each (phase, T) the fastest JAX
+variant is marked `*` in notes, and the JSON's "best" lists it.
+
+Every measurement runs in its own subprocess with a timeout (--timeout); an OOM or failure
+becomes a row with an error. Results are written to --out after every row. On a CPU (the smoke
+test) shrink the model with --layers/--hidden/--intermediate/--heads/--kv-heads/--vocab and
+use --ceiling-n 256 --skip-generation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+from typing import Any
+
+from openrs_jax.bench import update as upd
+
+PHASES = ("update", "reference", "generation")
+COLUMNS = ["phase", "impl", "T", "tokens_per_s", "MFU", "peak_GiB", "ratio", "ratio_compile", "notes"]
+
+
+def _ints(s: str) -> list[int]:
+    return [int(x) for x in s.split(",") if x.strip()]
+
+
+def _strs(s: str) -> list[str]:
+    return [x.strip() for x in s.split(",") if x.strip()]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m openrs_jax.bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--phases", default=",".join(PHASES), help="comma list of update,reference,generation")
+    ap.add_argument("--skip-generation", action="store_true", help="drop the generation phase")
+    ap.add_argument("--seq", default="1024,2048,4096", help="T values (prompt + completion) for update/reference")
+    ap.add_argument("--prompt", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=6, help="micro-batch rows for update/reference")
+    ap.add_argument("--remat", default="dots", help="JAX update variants: comma list of none,dots,full")
+    ap.add_argument("--chunk", default="512", help="JAX log-prob chunk sizes (comma list)")
+    ap.add_argument("--attn", default="mask", help="JAX forward: mask (the trainer's) and/or causal (what-if)")
+    ap.add_argument("--impls", default="jax,torch", help="comma list of jax,torch")
+    ap.add_argument("--torch-compile", action="store_true", help="also run PyTorch with torch.compile")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--gen-batch", type=int, default=96)
+    ap.add_argument("--gen-new", type=int, default=1024)
+    ap.add_argument("--gen-repeats", type=int, default=1)
+    ap.add_argument("--ceiling-n", type=int, default=8192, help="matmul size of the bf16 ceiling")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds per measurement subprocess")
+    ap.add_argument("--in-process", action="store_true", help="no subprocesses (tests; CPU only)")
+    ap.add_argument("--out", default=None, help="JSON path (rewritten after every row)")
+    shape = ap.add_argument_group("model shape (ModelConfig overrides of the 1.5B preset)")
+    for flag, field in [("--layers", "num_layers"), ("--hidden", "hidden_size"), ("--intermediate", "intermediate_size"),
+                        ("--heads", "num_heads"), ("--kv-heads", "num_kv_heads"), ("--vocab", "vocab_size"),
+                        ("--head-dim", "head_dim")]:
+        shape.add_argument(flag, dest=field, type=int, default=None)
+    args = ap.parse_args(argv)
+    phases = _strs(args.phases)
+    bad = [p for p in phases if p not in PHASES]
+    if bad:
+        ap.error(f"--phases: unknown {bad}; known {list(PHASES)}")
+    if args.skip_generation:
+        phases = [p for p in phases if p != "generation"]
+    args.phase_list = phases
+    args.impl_list = _strs(args.impls)
+    if set(args.impl_list) - {"jax", "torch"}:
+        ap.error(f"--impls: expected jax and/or torch, got {args.impls!r}")
+    for r in _strs(args.remat):
+        if r not in ("none", "dots", "full"):
+            ap.error(f"--remat: {r!r} is not none, dots or full")
+    for a in _strs(args.attn):
+        if a not in ("mask", "causal"):
+            ap.error(f"--attn: {a!r} is not mask or causal")
+    args.model = {f: getattr(args, f) for f in ("num_layers", "hidden_size", "intermediate_size", "num_heads",
+                                                 "num_kv_heads", "vocab_size", "head_dim") if getattr(args, f) is not None}
+    return args
+
+
+def plan(args) -> list[tuple[str, str, dict[str, Any]]]:
+    """The measurements, in order: (phase, worker kind, Spec fields)."""
+    base = dict(batch=args.batch, prompt=args.prompt, warmup=args.warmup, repeats=args.repeats, model=args.model)
+    out = []
+    for phase in ("update", "reference"):
+        if phase not in args.phase_list:
+            continue
+        for t in _ints(args.seq):
+            if "jax" in args.impl_list:
+                remats = _strs(args.remat) if phase == "update" else ["none"]
+                for attn in _strs(args.attn):
+                    for remat in remats:
+                        for chunk in _ints(args.chunk):
+                            out.append((phase, f"jax_{phase}", dict(base, seq=t, remat=remat, chunk=chunk, attn=attn)))
+            if "torch" in args.impl_list:
+                out.append((phase, f"torch_{phase}", dict(base, seq=t)))
+                if args.torch_compile:
+                    out.append((phase, f"torch_{phase}", dict(base, seq=t, compile=True)))
+    return out
+
+
+def _notes(kind: str, spec: upd.Spec, res: dict[str, Any]) -> str:
+    if kind.startswith("jax_update"):
+        note = f"remat={spec.remat} chunk={spec.chunk}"
+    elif kind.startswith("jax_reference"):
+        note = f"chunk={spec.chunk}"
+    else:
+        note = "compile" if spec.compile else "eager"
+    if kind.startswith("jax") and spec.attn == "causal":
+        note += " attn=causal(what-if)"
+    if "error" in res:
+        note += f" [{res['error']}]"
+    return note
+
+
+def make_row(phase: str, kind: str, spec: upd.Spec, res: dict[str, Any], flops_per_s: float | None) -> dict[str, Any]:
+    """One table row from a worker record: tokens/s over all B·T tokens and MFU."""
+    cfg = upd.model_config(spec.model)
+    impl = "jax" if kind.startswith("jax") else ("torch.compile" if spec.compile else "torch")
+    row = {"phase": phase, "impl": impl, "T": spec.seq, "notes": _notes(kind, spec, res),
+           "spec": dataclasses.asdict(spec), "result": res}
+    if "step_s" in res:
+        tokens = spec.batch * spec.seq
+        row["tokens_per_s"] = tokens / res["step_s"]
+        if res.get("peak_GiB") is not None:
+            row["peak_GiB"] = res["peak_GiB"]
+        flops = spec.batch * upd.model_flops(cfg, spec.seq, spec.completion, phase)
+        row["model_TFLOP"] = flops / 1e12
+        if flops_per_s:
+            row["MFU"] = flops / (res["step_s"] * flops_per_s)
+    return row
+
+
+def generation_rows(args, flops_per_s: float | None) -> list[dict[str, Any]]:
+    """JAX engine and HF generate through openrs_jax.bench.decode's workers (own processes)."""
+    cfg = upd.model_config(args.model)
+    rows = []
+    for kind, impl in (("jax", "jax"), ("hf", "torch")):
+        if impl not in args.impl_list:
+            continue
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+            path = f.name
+        cmd = [sys.executable, "-m", "openrs_jax.bench.decode", "--_worker", kind, "--batches", str(args.gen_batch),
+               "--prompt", str(args.prompt), "--new", str(args.gen_new), "--repeats", str(args.gen_repeats),
+               "--_result", path]
+        if args.model.get("num_layers") is not None:
+            cmd += ["--layers", str(args.model["num_layers"])]
+        res = upd.run_command(cmd, path, args.timeout)
+        row = {"phase": "generation", "impl": impl, "T": args.prompt + args.gen_new,
+               "notes": f"B={args.gen_batch} new={args.gen_new}" + ("" if kind == "jax" else " HF generate")
+               + (f" [{res['error']}]" if "error" in res else ""), "result": res}
+        if "tokens_per_s" in res:
+            row["tokens_per_s"] = res["tokens_per_s"]
+            if res.get("peak_GiB") is not None:
+                row["peak_GiB"] = res["peak_GiB"]
+            if flops_per_s:
+                per_tok = upd.decode_flops_per_token(cfg, args.prompt + args.gen_new / 2)
+                row["MFU"] = per_tok * res["tokens_per_s"] / flops_per_s
+        rows.append(row)
+        print(_brief(row), flush=True)
+    return rows
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """JAX / PyTorch tokens/s per (phase, T) on every JAX row; marks the fastest JAX variant
+    (excluding what-if variants) with `*`. Returns {phase: {T: best row summary}}."""
+    best: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["impl"] != "jax" or "tokens_per_s" not in r:
+            continue
+        for other, col in (("torch", "ratio"), ("torch.compile", "ratio_compile")):
+            ref = next((o for o in rows if o["impl"] == other and o["phase"] == r["phase"] and o["T"] == r["T"]
+                        and "tokens_per_s" in o), None)
+            if ref is not None:
+                r[col] = r["tokens_per_s"] / ref["tokens_per_s"]
+        if "what-if" in r["notes"]:
+            continue
+        key = (r["phase"], r["T"])
+        cur = best.get(key)
+        if cur is None or r["tokens_per_s"] > cur["tokens_per_s"]:
+            best[key] = r
+    summary: dict[str, Any] = {}
+    for (phase, t), r in best.items():
+        r["notes"] += " *"
+        summary.setdefault(phase, {})[str(t)] = {k: r.get(k) for k in ("tokens_per_s", "MFU", "peak_GiB", "ratio",
+                                                                           "ratio_compile", "notes")}
+    return summary
+
+
+def _brief(row: dict[str, Any]) -> str:
+    keep = {k: row.get(k) for k in COLUMNS if row.get(k) is not None}
+    if "error" in row.get("result", {}):
+        keep["detail"] = str(row["result"].get("detail", ""))[-300:]
+    return json.dumps(keep, default=str)
+
+
+def main(argv=None) -> dict[str, Any]:
+    args = parse_args(argv)
+    from openrs_jax.bench import common
+
+    # This process never touches the GPU: every measurement, the ceiling included, runs in a
+    # worker, so no allocator here holds memory the workers need.
+    base = upd.Spec(batch=args.batch, prompt=args.prompt, seq=args.prompt + 1, ceiling_n=args.ceiling_n, model=args.model)
+    ceil = upd.run_worker("ceiling", base, timeout_s=args.timeout, in_process=args.in_process)
+    flops_per_s = ceil.get("matmul_flops")
+    record: dict[str, Any] = {"env": ceil.get("env"), "matmul_flops": flops_per_s, "ceiling": ceil,
+                              "model": dataclasses.asdict(upd.model_config(args.model)),
+                              "non_embedding_params": upd.model_config(args.model).num_params(include_embeddings=False),
+                              "args": {k: v for k, v in vars(args).items() if k not in ("phase_list", "impl_list")},
+                              "rows": [], "partial": True}
+    print(f"bf16 matmul ceiling: {(flops_per_s or 0) / 1e12:.1f} TFLOP/s  {ceil.get('env')}", flush=True)
+    rows = record["rows"]
+    for phase, kind, fields in plan(args):
+        spec = upd.Spec(**fields)
+        res = upd.run_worker(kind, spec, timeout_s=args.timeout, in_process=args.in_process)
+        rows.append(make_row(phase, kind, spec, res, flops_per_s))
+        print(_brief(rows[-1]), flush=True)
+        common.write_json(args.out, record)
+    if "generation" in args.phase_list:
+        rows.extend(generation_rows(args, flops_per_s))
+        common.write_json(args.out, record)
+    record["best"] = add_ratios(rows)
+    record["partial"] = False
+    env = record["env"] or {}
+    print(f"\ndevice {env.get('device')}  jax {env.get('jax')}  torch {env.get('torch')}  "
+          f"bf16 matmul {(flops_per_s or 0) / 1e12:.0f} TFLOP/s  date {env.get('date')}")
+    print(common.fmt_table(rows, COLUMNS))
+    common.write_json(args.out, record)
+    return record
+
+
+if __name__ == "__main__":
+    main()

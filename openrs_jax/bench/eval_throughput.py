@@ -1,0 +1,114 @@
+"""Issue-6 benchmark: evaluation throughput of the 1.5B shape with the `jax` engine.
+
+Random-init DeepSeek-R1-Distill-Qwen-1.5B shape (bf16), the real tokenizer, the real eval
+prompts (lighteval template, chat template) of the first --limit problems of each benchmark,
+and a fixed --max-new-tokens. EOS is disabled, so every row generates exactly
+max-new-tokens: a fixed workload (random weights would otherwise stop at random). The whole
+evaluation path runs (runner.evaluate_benchmark: prompts, generate, decode, grading), without
+records on disk.
+
+    python -m openrs_jax.bench.eval_throughput --tokenizer ../shared/data/tokenizer-qwen2 \\
+        --data-dir ../shared/data --limit 32 --max-new-tokens 2048 --out eval_throughput.json
+    python -m openrs_jax.bench.eval_throughput --tokenizer ... --data-dir ... \\
+        --layers 1 --max-new-tokens 4 --limit 2                  # CPU smoke run
+
+Per benchmark it reports: generated tokens/s of a warm run (the first run, which compiles,
+is reported apart), grading time, wall time per problem, and the time the whole benchmark
+would take at this max-new-tokens and chunk size (time per chunk x number of chunks; an
+estimate from the measured chunks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+from openrs_jax.bench import common
+
+
+def run(args: argparse.Namespace) -> dict:
+    from openrs_jax.data import load_tokenizer
+    from openrs_jax.eval import benchmarks as bm
+    from openrs_jax.eval import grading
+    from openrs_jax.eval.runner import EvalSettings, evaluate_benchmark, make_formatter
+    from openrs_jax.model import create_sharded, deepseek_r1_distill_qwen_1p5b
+    from openrs_jax.rollout.jax_engine import JaxEngine
+
+    overrides = {} if args.layers is None else {"num_layers": args.layers}
+    cfg = deepseek_r1_distill_qwen_1p5b(**overrides)
+    tokenizer = load_tokenizer(args.tokenizer)
+    t0 = time.perf_counter()
+    model = create_sharded(cfg, seed=0)
+    init_s = time.perf_counter() - t0
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    # No EOS: every row decodes exactly max_new_tokens (see the module docstring).
+    engine = JaxEngine(model, eos_token_ids=[], pad_token_id=pad, max_batch_size=args.max_batch_size,
+                       prompt_bucket=args.prompt_bucket)
+    chunk = args.chunk_size or args.limit
+    settings = EvalSettings(samples=args.samples, max_new_tokens=args.max_new_tokens, seed=0, chunk_size=chunk)
+    formatter = make_formatter(tokenizer, settings)
+    pool = grading.grading_pool(args.grading_workers)
+    rows = []
+    for name in bm.parse_benchmarks(args.benchmarks):
+        problems = bm.load_benchmark(name, args.data_dir, args.limit)
+        prompt_tokens = [len(formatter.encode(p.query)[0]) for p in problems]
+        t0 = time.perf_counter()
+        evaluate_benchmark(problems, engine, tokenizer, settings, pool)  # compiles
+        first_s = time.perf_counter() - t0
+        warm = EvalSettings(samples=args.samples, max_new_tokens=args.max_new_tokens, seed=1, chunk_size=chunk)
+        t0 = time.perf_counter()
+        result = evaluate_benchmark(problems, engine, tokenizer, warm, pool)
+        wall_s = time.perf_counter() - t0
+        n_chunks_full = math.ceil(bm.BENCHMARKS[name].size / chunk)
+        n_chunks_run = math.ceil(len(problems) / chunk)
+        rows.append({
+            "benchmark": name,
+            "problems": len(problems),
+            "samples": args.samples,
+            "rows": len(problems) * args.samples,
+            "prompt_tokens_mean": sum(prompt_tokens) / len(prompt_tokens),
+            "new_tokens": args.max_new_tokens,
+            "generated_tokens": result.generated_tokens,
+            "generate_s": result.generate_s,
+            "tokens_per_s": result.generated_tokens / max(result.generate_s, 1e-9),
+            "grade_s": result.grade_s,
+            "wall_s": wall_s,
+            "s_per_problem": wall_s / len(problems),
+            "first_run_s": first_s,
+            "full_benchmark_problems": bm.BENCHMARKS[name].size,
+            "est_full_benchmark_s": wall_s / n_chunks_run * n_chunks_full,
+        })
+        print(rows[-1], flush=True)
+    return {"env": common.environment(), "model": "deepseek_r1_distill_qwen_1p5b (random init)",
+            "num_layers": cfg.num_layers, "dtype": cfg.dtype, "init_s": init_s, "chunk_size": chunk,
+            "peak_GiB": (common.peak_bytes() or 0) / 2**30, "rows": rows}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokenizer", required=True, help="tokenizer directory (e.g. ../shared/data/tokenizer-qwen2)")
+    ap.add_argument("--data-dir", required=True, help="directory with <benchmark>.jsonl (e.g. ../shared/data)")
+    ap.add_argument("--benchmarks", default="all")
+    ap.add_argument("--limit", type=int, default=16, help="problems per benchmark")
+    ap.add_argument("--samples", type=int, default=1)
+    ap.add_argument("--max-new-tokens", type=int, default=1024)
+    ap.add_argument("--chunk-size", type=int, default=None, help="problems per generate call (default: --limit)")
+    ap.add_argument("--max-batch-size", type=int, default=256)
+    ap.add_argument("--prompt-bucket", type=int, default=128)
+    ap.add_argument("--grading-workers", type=int, default=2)
+    ap.add_argument("--layers", type=int, default=None, help="fewer layers (CPU smoke runs)")
+    ap.add_argument("--out", default=None, help="write the results JSON here")
+    args = ap.parse_args(argv)
+    record = run(args)
+    env = record["env"]
+    print(f"device {env['device']}  date {env['date']}  layers {record['num_layers']}  "
+          f"chunk {record['chunk_size']}  peak {record['peak_GiB']:.1f} GiB")
+    print(common.fmt_table(record["rows"], ["benchmark", "problems", "samples", "prompt_tokens_mean", "new_tokens",
+                                            "tokens_per_s", "generate_s", "grade_s", "s_per_problem",
+                                            "est_full_benchmark_s", "first_run_s"]))
+    common.write_json(args.out, record)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""`python -m openrs_jax.evaluate`: the Open-RS benchmarks (paper Table 1) for one model.
+
+    python -m openrs_jax.evaluate --model DIR --benchmarks aime24,math500,amc23,minerva,olympiadbench \\
+        [--samples K] [--data-dir DIR] [--engine jax|vllm] [--max-new-tokens N] [--output DIR]
+
+--model is an HF directory (config.json, safetensors, tokenizer) or a training run directory
+(Orbax checkpoints; `--step N`, default the latest). Benchmarks come from the hub datasets
+Open-RS used, or with --data-dir from local `<name>.jsonl` files (e.g. ../shared/data).
+Generation as in the paper: the model's chat template, no system prompt, the lighteval math
+prompt, temperature 0.6, top-p 0.95, up to 32,768 new tokens; grading with math-verify and
+lighteval's extraction settings (openrs_jax/eval/grading.py).
+
+Writes to --output: `records/<benchmark>.jsonl` (one line per problem: prompt, completions,
+extracted answers, gold, correct), `results.json` (pass@1, avg@k ± standard error, pass@k,
+lengths, settings), `results.md` (Table 1's layout with the paper's published rows beside
+ours) and `run_config.json`. Records are appended after every chunk of --chunk-size problems,
+so a killed evaluation, started again with the same command, resumes where it stopped (and
+writes what an uninterrupted run would have).
+
+Engines: `jax` (default) samples in this process; `vllm` talks to a vLLM server, either
+running (`--vllm-url`) or started here from the HF directory (`--vllm-launch`, with
+`--vllm-args` passed to vLLM, e.g. "--max-model-len 33792 --gpu-memory-utilization 0.8").
+A model from a run directory is pushed to the server with the engine's weight sync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import shlex
+import signal
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+from openrs_jax.eval import benchmarks as bm
+from openrs_jax.eval import grading, report
+from openrs_jax.eval.runner import EvalSettings, RecordStore, evaluate_benchmark
+
+RUN_CONFIG = "run_config.json"
+# Settings that change what is measured: a resumed run must match them exactly.
+_IDENTITY_KEYS = ("model", "step", "samples", "max_new_tokens", "temperature", "top_p", "seed", "think_prefill",
+                  "prompt_template", "data")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m openrs_jax.evaluate",
+        description="Evaluate a model on the Open-RS benchmarks (pass@1, avg@k, Table 1).",
+    )
+    p.add_argument("--model", required=True, help="HF model directory, or a training run directory (Orbax)")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step of a run directory (default: latest)")
+    p.add_argument("--benchmarks", default="all",
+                   help=f"comma-separated, from {', '.join(bm.BENCHMARK_ORDER)} (default: all)")
+    p.add_argument("--samples", type=int, default=1, help="k samples per problem (pass@1 uses the first)")
+    p.add_argument("--data-dir", default=None, help="local <benchmark>.jsonl files (default: the HF hub)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N problems of each benchmark")
+    p.add_argument("--engine", choices=("jax", "vllm"), default="jax")
+    p.add_argument("--max-new-tokens", type=int, default=bm.MAX_NEW_TOKENS)
+    p.add_argument("--temperature", type=float, default=bm.TEMPERATURE)
+    p.add_argument("--top-p", type=float, default=bm.TOP_P)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default=None, help="output directory (default: eval_results/<model name>)")
+    p.add_argument("--label", default=None, help="row name in results.md (default: the model name)")
+    p.add_argument("--chunk-size", type=int, default=64,
+                   help="problems per generate call and per JSONL append (the resume unit); the JAX engine "
+                        "holds chunk x samples KV caches of prompt + max-new-tokens")
+    p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's)")
+    p.add_argument("--no-think-prefill", dest="think_prefill", action="store_false",
+                   help="do not append '<think>\\n' to prompts whose template does not end with it")
+    p.add_argument("--grading-workers", type=int, default=2, help="math-verify worker processes (0: inline)")
+    p.add_argument("--grading-timeout", type=float, default=20.0, help="hard limit per graded completion (s)")
+    jax_group = p.add_argument_group("jax engine")
+    jax_group.add_argument("--dtype", default="bfloat16", help="parameter and compute dtype (default bfloat16)")
+    jax_group.add_argument("--max-batch-size", type=int, default=256, help="rows decoded at once")
+    jax_group.add_argument("--prompt-bucket", type=int, default=128, help="prompt lengths round up to this")
+    vllm_group = p.add_argument_group("vllm engine")
+    vllm_group.add_argument("--vllm-url", default=None, help="a running server (python -m openrs_jax.serve)")
+    vllm_group.add_argument("--vllm-launch", action="store_true", help="start a server from the HF directory")
+    vllm_group.add_argument("--vllm-python", default=None, help="interpreter with vllm (default: see serve.py)")
+    vllm_group.add_argument("--vllm-args", default="", help="extra vLLM server flags for --vllm-launch")
+    vllm_group.add_argument("--vllm-startup-timeout", type=float, default=600.0)
+    return p
+
+
+def _log(message: str) -> None:
+    print(f"openrs_jax.evaluate: {message}", flush=True)
+
+
+# ---------------------------------------------------------------------------- model
+@dataclasses.dataclass
+class LoadedModel:
+    """What the engines need: the tokenizer always; `hf_dir` when the weights are an HF
+    directory; `model` (NNX) when loaded in this process; `step` for run directories."""
+
+    name: str
+    tokenizer: Any
+    hf_dir: pathlib.Path | None = None
+    model: Any = None
+    step: int | None = None
+
+
+def is_hf_dir(path: pathlib.Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def load_run_dir(path: pathlib.Path, step: int | None):
+    """(model, tokenizer, step) of a training run, through `openrs_jax.checkpoint`."""
+    try:
+        from openrs_jax.checkpoint import load_model_from_run
+    except ImportError as e:
+        raise SystemExit(
+            f"openrs_jax.evaluate: {path} has no config.json, so it is read as a training run directory, but "
+            f"openrs_jax.checkpoint.load_model_from_run is not available ({e}). Pass an HF model directory "
+            "instead (e.g. one exported with openrs_jax.weights.save_hf)."
+        ) from None
+    return load_model_from_run(path, step=step)
+
+
+def eos_token_ids(tokenizer: Any, hf_dir: pathlib.Path | None) -> list[int]:
+    """The tokenizer's EOS plus generation_config.json's eos_token_id(s), if any."""
+    ids = [] if tokenizer.eos_token_id is None else [int(tokenizer.eos_token_id)]
+    if hf_dir is not None and (hf_dir / "generation_config.json").is_file():
+        value = json.loads((hf_dir / "generation_config.json").read_text()).get("eos_token_id")
+        for t in value if isinstance(value, list) else [value]:
+            if t is not None and int(t) not in ids:
+                ids.append(int(t))
+    if not ids:
+        raise SystemExit("openrs_jax.evaluate: the tokenizer has no EOS token and generation_config.json names none")
+    return ids
+
+
+def load_model(args: argparse.Namespace, need_weights: bool) -> LoadedModel:
+    """Resolves --model. HF directories load weights only when `need_weights` (the jax
+    engine); run directories always do (the vllm engine then pushes them to the server)."""
+    from openrs_jax.data import load_tokenizer
+
+    path = pathlib.Path(args.model)
+    if not path.is_dir():
+        raise SystemExit(f"openrs_jax.evaluate: --model {path} is not a directory")
+    if is_hf_dir(path):
+        if args.step is not None:
+            raise SystemExit(f"openrs_jax.evaluate: --step is for run directories; {path} is an HF directory")
+        tokenizer = load_tokenizer(args.tokenizer or path)
+        model = None
+        if need_weights:
+            import jax.numpy as jnp
+
+            from openrs_jax.weights import load_hf
+
+            model = load_hf(path, dtype=jnp.dtype(args.dtype))
+        return LoadedModel(path.resolve().name, tokenizer, hf_dir=path, model=model)
+    model, tokenizer, step = load_run_dir(path, args.step)
+    if args.tokenizer:
+        tokenizer = load_tokenizer(args.tokenizer)
+    return LoadedModel(f"{path.resolve().name}-step{step}", tokenizer, model=model, step=step)
+
+
+# ---------------------------------------------------------------------------- engine
+def make_engine(args: argparse.Namespace, loaded: LoadedModel, out_dir: pathlib.Path):
+    """(engine, close) for --engine; `close()` stops what we started."""
+    tokenizer = loaded.tokenizer
+    eos = eos_token_ids(tokenizer, loaded.hf_dir)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    if args.engine == "jax":
+        from openrs_jax.rollout.jax_engine import JaxEngine
+
+        engine = JaxEngine(loaded.model, eos_token_ids=eos, pad_token_id=pad, max_batch_size=args.max_batch_size,
+                           prompt_bucket=args.prompt_bucket)
+        return engine, engine.close
+
+    from openrs_jax.rollout import vllm_server as vs
+    from openrs_jax.rollout.vllm_engine import VLLMEngine
+
+    if bool(args.vllm_url) == bool(args.vllm_launch):
+        raise SystemExit("openrs_jax.evaluate: --engine vllm needs exactly one of --vllm-url URL or --vllm-launch")
+    server = None
+    url = args.vllm_url
+    if args.vllm_launch:
+        serve_dir = loaded.hf_dir
+        if serve_dir is None:
+            # A run directory: give vLLM an HF directory of these weights to start from.
+            from openrs_jax.weights import save_hf
+
+            serve_dir = save_hf(loaded.model, out_dir / "hf_model", tokenizer=tokenizer)
+        server = vs.VLLMServer(
+            serve_dir, port=vs.free_port(), python=args.vllm_python, extra_args=shlex.split(args.vllm_args),
+            log_path=out_dir / "vllm_server.log", startup_timeout=args.vllm_startup_timeout,
+        )
+        _log(f"starting vLLM: {shlex.join(server.command())} (log {server.log_path})")
+        server.start()
+        url = server.url
+    engine = VLLMEngine(url, sync_dir=out_dir / "vllm_weights", eos_token_ids=eos, pad_token_id=pad)
+    if loaded.model is not None and loaded.hf_dir is None:
+        engine.update_weights(loaded.model)  # a run dir's weights, not what the server loaded
+
+    def close() -> None:
+        engine.close()
+        if server is not None:
+            server.stop()
+
+    return engine, close
+
+
+# ---------------------------------------------------------------------------- run
+def run_settings(args: argparse.Namespace) -> EvalSettings:
+    return EvalSettings(
+        samples=args.samples, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+        seed=args.seed, chunk_size=args.chunk_size, think_prefill=args.think_prefill,
+    )
+
+
+def check_run_config(out_dir: pathlib.Path, config: dict[str, Any], write: bool = True) -> None:
+    """Check that a resumed run in `out_dir` measures the same thing, then (if `write`)
+    write run_config.json. Keys missing from `config` are not compared (a pre-check before
+    the model is loaded does not know the step yet)."""
+    path = out_dir / RUN_CONFIG
+    if path.exists():
+        old = json.loads(path.read_text())
+        keys = [k for k in _IDENTITY_KEYS if k in config]
+        diff = {k: (old.get(k), config.get(k)) for k in keys if old.get(k) != config.get(k)}
+        if diff:
+            shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
+            raise SystemExit(
+                f"openrs_jax.evaluate: {out_dir} holds an evaluation with other settings ({shown}); "
+                "use another --output directory"
+            )
+        if write:
+            for key in ("engine", "chunk_size"):
+                if old.get(key) != config.get(key):
+                    _log(f"warning: resuming with {key} {config.get(key)!r} (was {old.get(key)!r}); new records "
+                         "will not be bit-identical to an uninterrupted run")
+    if write:
+        report.atomic_write_text(path, json.dumps(config, indent=2) + "\n")
+
+
+def default_output(args: argparse.Namespace) -> pathlib.Path:
+    name = pathlib.Path(args.model).resolve().name + ("" if args.step is None else f"-step{args.step}")
+    return pathlib.Path("eval_results") / name
+
+
+def evaluate(args: argparse.Namespace, log: Callable[[str], None] = _log) -> dict[str, Any]:
+    """Runs the evaluation described by parsed CLI arguments; returns the results dict."""
+    names = bm.parse_benchmarks(args.benchmarks)
+    settings = run_settings(args)
+    problems = {n: bm.load_benchmark(n, args.data_dir, args.limit) for n in names}
+    if args.engine == "jax" and (args.vllm_url or args.vllm_launch):
+        raise SystemExit("openrs_jax.evaluate: --vllm-url / --vllm-launch need --engine vllm")
+    out_dir = pathlib.Path(args.output) if args.output else default_output(args)
+    config = {
+        "model": str(pathlib.Path(args.model).resolve()),
+        **{k: v for k, v in dataclasses.asdict(settings).items()},
+        "prompt_template": bm.MATH_QUERY_TEMPLATE,
+        "data": str(pathlib.Path(args.data_dir).resolve()) if args.data_dir else "hub",
+        "engine": args.engine,
+        "benchmarks": names,
+        "limit": args.limit,
+        "command": shlex.join([sys.executable, "-m", "openrs_jax.evaluate", *sys.argv[1:]]),
+    }
+    check_run_config(out_dir, config, write=False)  # fail before loading weights
+    loaded = load_model(args, need_weights=args.engine == "jax" or not is_hf_dir(pathlib.Path(args.model)))
+    config["step"] = loaded.step
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_run_config(out_dir, config)
+    pool = grading.grading_pool(args.grading_workers, args.grading_timeout)
+    engine, close = make_engine(args, loaded, out_dir)
+    per_benchmark: dict[str, dict[str, Any]] = {}
+    try:
+        for name in names:
+            t0 = time.perf_counter()
+            store = RecordStore(out_dir / "records" / f"{name}.jsonl", settings.samples)
+            result = evaluate_benchmark(problems[name], engine, loaded.tokenizer, settings, pool, store, log)
+            summary = dict(result.summary)
+            summary.update(
+                time_s=time.perf_counter() - t0, generated_tokens=result.generated_tokens,
+                generate_s=result.generate_s, grade_s=result.grade_s, resumed_problems=result.resumed,
+            )
+            per_benchmark[name] = summary
+            log(f"[{name}] pass@1 {100 * summary['pass@1']:.1f}  avg@{settings.samples} "
+                f"{100 * summary['avg@k']:.1f} ± {100 * summary['avg@k_se']:.1f}  ({summary['n']} problems)")
+    finally:
+        close()
+    results = report.build_results(per_benchmark, samples=settings.samples,
+                                   settings={k: v for k, v in config.items() if k != "prompt_template"})
+    json_path, md_path = report.write_reports(out_dir, results, label=args.label or loaded.name)
+    print(report.markdown_table(results, args.label or loaded.name, published=False), flush=True)
+    log(f"wrote {json_path}, {md_path} and {out_dir / 'records'}")
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    # SIGTERM ends the run through `finally` blocks (a launched vLLM server is stopped); the
+    # records written so far stay, and the same command resumes.
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    evaluate(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
