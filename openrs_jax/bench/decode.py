@@ -24,7 +24,8 @@ import time
 from openrs_jax.bench import common
 
 
-def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None = None) -> dict:
+def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None = None,
+             cache_mode: str = "grow", temperature: float = 0.7) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -35,20 +36,20 @@ def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None
     cfg = deepseek_r1_distill_qwen_1p5b(**({} if layers is None else {"num_layers": layers}))
     model = create_sharded(cfg, seed=0)
     # No EOS: measure full-length decoding.
-    engine = JaxEngine(model, eos_token_ids=[], pad_token_id=0, max_batch_size=batch)
+    engine = JaxEngine(model, eos_token_ids=[], pad_token_id=0, max_batch_size=batch, cache_mode=cache_mode)
     prompts = common.np_random_tokens(batch, prompt, 150000).tolist()
-    sp = SamplingParams(max_new_tokens=new, temperature=0.7, seed=0)
+    sp = SamplingParams(max_new_tokens=new, temperature=temperature, seed=0)
     t0 = time.perf_counter()
     engine.generate(prompts, 1, sp)
     first = time.perf_counter() - t0
     times = []
     for i in range(repeats):
         t0 = time.perf_counter()
-        out = engine.generate(prompts, 1, SamplingParams(max_new_tokens=new, temperature=0.7, seed=i + 1))
+        out = engine.generate(prompts, 1, SamplingParams(max_new_tokens=new, temperature=temperature, seed=i + 1))
         times.append(time.perf_counter() - t0)
     ntok = int(out.lengths.sum())
     best = min(times)
-    return {"engine": "jax", "batch": batch, "prompt": prompt, "new": new, "tokens": ntok,
+    return {"engine": f"jax/{cache_mode}/T={temperature}", "batch": batch, "prompt": prompt, "new": new, "tokens": ntok,
             "first_call_s": first, "time_s": best, "tokens_per_s": ntok / best,
             "peak_GiB": (common.peak_bytes() or 0) / 2**30}
 
@@ -89,6 +90,9 @@ def _hf_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None 
             "peak_GiB": torch.cuda.max_memory_allocated() / 2**30}
 
 
+_OPTS = {"cache_mode": "grow", "temperature": 0.7}
+
+
 def _in_subprocess(kind: str, batch: int, prompt: int, new: int, repeats: int, layers: int | None) -> dict:
     """Each engine in its own process: JAX and torch do not share the GPU allocator."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
@@ -97,6 +101,7 @@ def _in_subprocess(kind: str, batch: int, prompt: int, new: int, repeats: int, l
            "--prompt", str(prompt), "--new", str(new), "--repeats", str(repeats), "--_result", path]
     if layers is not None:
         cmd += ["--layers", str(layers)]
+    cmd += ["--cache-mode", _OPTS["cache_mode"], "--temperature", str(_OPTS["temperature"])]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"engine": kind, "batch": batch, "new": new, "error": proc.stderr[-2000:]}
@@ -113,15 +118,19 @@ def main(argv=None):
     ap.add_argument("--hf-new", default="1024", help="new-token lengths also run with HF generate")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--layers", type=int, default=None, help="fewer layers (CPU smoke runs)")
+    ap.add_argument("--cache-mode", default="grow", choices=["grow", "slice"], help="JaxEngine cache_mode")
+    ap.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
     ap.add_argument("--out", default=None)
     ap.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_result", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     batches = [int(x) for x in args.batches.split(",")]
+    _OPTS.update(cache_mode=args.cache_mode, temperature=args.temperature)
     news = [int(x) for x in args.new.split(",")]
     if args.__dict__["_worker"]:
         fn = _jax_run if args._worker == "jax" else _hf_run
-        res = fn(batches[0], args.prompt, news[0], args.repeats, args.layers)
+        extra = {"cache_mode": args.cache_mode, "temperature": args.temperature} if fn is _jax_run else {}
+        res = fn(batches[0], args.prompt, news[0], args.repeats, args.layers, **extra)
         with open(args._result, "w") as f:
             json.dump(res, f)
         return

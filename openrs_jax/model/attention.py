@@ -26,10 +26,12 @@ _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class LayerCache:
-    """KV cache of one layer: slots [B, S, K, H]; all rows write the same slot index."""
+    """KV cache of one layer: [B, K, S, H] (heads before slots, so each decode step's q·kᵀ
+    reads every head's keys as one contiguous [S, H] matrix, with no transpose); all rows
+    write the same slot index."""
 
-    k: Float[Array, "B S K H"]
-    v: Float[Array, "B S K H"]
+    k: Float[Array, "B K S H"]
+    v: Float[Array, "B K S H"]
 
 
 @jax.tree_util.register_dataclass
@@ -53,7 +55,7 @@ class KVCache:
 
     @classmethod
     def init(cls, num_layers: int, batch: int, max_length: int, num_kv_heads: int, head_dim: int, dtype) -> "KVCache":
-        shape = (batch, max_length, num_kv_heads, head_dim)
+        shape = (batch, num_kv_heads, max_length, head_dim)
         return cls(
             layers=[LayerCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(num_layers)],
             valid=jnp.zeros((batch, max_length), bool),
@@ -63,19 +65,19 @@ class KVCache:
 
 def xla_attention(
     q: Float[Array, "B T N H"],
-    k: Float[Array, "B S K H"],
-    v: Float[Array, "B S K H"],
+    k: Float[Array, "B K S H"],
+    v: Float[Array, "B K S H"],
     mask: Bool[Array, "B T S"],
 ) -> Float[Array, "B T N H"]:
     """softmax(q·kᵀ/√H + mask)·v with query heads grouped over the K kv heads."""
     b, t, n, h = q.shape
-    kv = k.shape[2]
+    kv = k.shape[1]
     qg = q.reshape(b, t, kv, n // kv, h)  # [B, T, K, G, H]
-    scores = jnp.einsum("btkgh,bskh->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = jnp.einsum("btkgh,bksh->bkgts", qg, k, preferred_element_type=jnp.float32)
     scores = scores * (h**-0.5)
     scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, K, G, T, S]
-    out = jnp.einsum("bkgts,bskh->btkgh", probs, v, preferred_element_type=jnp.float32)
+    out = jnp.einsum("bkgts,bksh->btkgh", probs, v, preferred_element_type=jnp.float32)
     return out.reshape(b, t, n, h).astype(q.dtype)
 
 
@@ -133,16 +135,16 @@ class Attention(nnx.Module):
         new_cache = None
         if cache is not None:
             zero = jnp.zeros((), jnp.int32)
-            ck = jax.lax.dynamic_update_slice(cache.k, k.astype(cache.k.dtype), (zero, cache_index, zero, zero))
-            cv = jax.lax.dynamic_update_slice(cache.v, v.astype(cache.v.dtype), (zero, cache_index, zero, zero))
+            kt, vt = k.swapaxes(1, 2), v.swapaxes(1, 2)  # [B, K, T, H]
+            ck = jax.lax.dynamic_update_slice(cache.k, kt.astype(cache.k.dtype), (zero, zero, cache_index, zero))
+            cv = jax.lax.dynamic_update_slice(cache.v, vt.astype(cache.v.dtype), (zero, zero, cache_index, zero))
             new_cache = LayerCache(ck, cv)
             # Read only the filled part of the cache (a static bound chosen by the caller).
-            s = kv_read_len or ck.shape[1]
-            k, v = ck[:, :s].astype(dt), cv[:, :s].astype(dt)
-
-        if impl == "cudnn" and cache is None:
+            s = kv_read_len or ck.shape[2]
+            out = xla_attention(q, ck[:, :, :s].astype(dt), cv[:, :, :s].astype(dt), mask)
+        elif impl == "cudnn":
             out = cudnn_attention(q, k, v, mask)
         else:
-            out = xla_attention(q, k, v, mask)
+            out = xla_attention(q, k.swapaxes(1, 2), v.swapaxes(1, 2), mask)
         out = jnp.einsum("bte,ed->btd", out.reshape(b, t, n * h), self.o_proj[...].astype(dt))
         return out, new_cache

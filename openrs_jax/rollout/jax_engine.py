@@ -7,8 +7,11 @@
                                              RolloutBatch (host numpy)
 
 Decode is memory-bound: every step reads the weights and the KV cache. So:
-1. Each segment reads only the cache slots that can be filled by its end (`kv_read_len`, a
-   static bound rounded up to `kv_bucket`), not the whole preallocated cache.
+1. Each segment reads only the cache slots that can be filled by its end, not a cache
+   preallocated for the longest completion. `cache_mode="grow"` (default) keeps the cache
+   exactly that long and pads it by `kv_bucket` slots between segments (one copy per
+   segment, no slicing in the loop); `"slice"` preallocates everything and reads a static
+   prefix (`kv_read_len`) each step.
 2. The loop stops as soon as every row has produced EOS / a stop token (checked on device in
    the loop condition and on the host between segments).
 3. Between segments, when at most half of the rows are still running, the running rows are
@@ -93,8 +96,12 @@ class JaxEngine(RolloutEngine):
         segment_len: int = 128,
         prompt_bucket: int = 32,
         compact: bool = True,
+        cache_mode: str = "grow",
         verbose: bool = False,
     ):
+        if cache_mode not in ("grow", "slice"):
+            raise ValueError(f"cache_mode must be 'grow' or 'slice', got {cache_mode!r}")
+        self.cache_mode = cache_mode
         self.config = model.config
         self.mesh = mesh
         self.rules = dict(shd.SAMPLE_RULES if rules is None else rules)
@@ -173,7 +180,7 @@ class JaxEngine(RolloutEngine):
         self._fns[key] = fn
         return fn
 
-    def _segment_fn(self, st: _Static, kv_read_len: int):
+    def _segment_fn(self, st: _Static, kv_read_len: int | None):
         key = ("segment", st, kv_read_len)
         if key in self._fns:
             return self._fns[key]
@@ -212,6 +219,19 @@ class JaxEngine(RolloutEngine):
         fn = jax.jit(segment, donate_argnums=(1,))
         self._fns[key] = fn
         return fn
+
+    @staticmethod
+    @functools.partial(jax.jit, donate_argnums=(0,), static_argnums=(1,))
+    def _grow_cache(state: DecodeState, length: int):
+        """Pads every cache buffer to `length` slots (new slots empty and invalid)."""
+        extra = length - state.cache.max_length
+        pad_kv = lambda x: jnp.pad(x, ((0, 0), (0, 0), (0, extra), (0, 0)))  # [B, K, S, H]
+        cache = KVCache(
+            layers=[type(l)(pad_kv(l.k), pad_kv(l.v)) for l in state.cache.layers],
+            valid=jnp.pad(state.cache.valid, ((0, 0), (0, extra))),
+            index=state.cache.index,
+        )
+        return dataclasses.replace(state, cache=cache)
 
     @staticmethod
     @functools.partial(jax.jit, donate_argnums=(0,))
@@ -272,7 +292,9 @@ class JaxEngine(RolloutEngine):
         max_new = sampling.max_new_tokens
         b = max(self._dp, _round_up(n, self._dp))
         t_p = _round_up(max(len(r) for r in rows), self.prompt_bucket)
-        cache_len = _round_up(t_p + max_new, self.kv_bucket)
+        full_len = _round_up(t_p + max_new, self.kv_bucket)
+        first_end = min(1 + self.segment_len, max_new)
+        cache_len = full_len if self.cache_mode == "slice" else min(full_len, _round_up(t_p + first_end, self.kv_bucket))
         tokens = np.full((b, t_p), self.pad_token_id, np.int32)
         mask = np.zeros((b, t_p), np.int32)
         for i, r in enumerate(rows + [rows[0]] * (b - n)):  # filler rows repeat row 0
@@ -290,7 +312,15 @@ class JaxEngine(RolloutEngine):
         step = 1
         while step < max_new:
             end = min(step + self.segment_len, max_new)
-            kv_read = min(cache_len, _round_up(t_p + end - 1, self.kv_bucket))
+            needed = min(full_len, _round_up(t_p + end - 1, self.kv_bucket))
+            if self.cache_mode == "slice":
+                kv_read = needed
+            else:
+                if state.cache.max_length < needed:
+                    state = self._grow_cache(state, needed)
+                    if self.mesh is not None:
+                        state = jax.device_put(state, jax.tree.map(lambda x: self._state_sharding(x), state))
+                kv_read = None  # the whole (exactly long enough) buffer
             state = self._segment_fn(st, kv_read)(self._params, state, jnp.int32(end))
             step = int(state.step)
             done = np.asarray(state.done)

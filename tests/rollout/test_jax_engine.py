@@ -43,12 +43,12 @@ def _hf_greedy(ref, prompts, max_new):
     return out[:, t:].numpy()
 
 
-@pytest.mark.parametrize("compact", [False, True])
-def test_greedy_matches_hf_generate(tiny_pair, compact):
+@pytest.mark.parametrize("compact,cache_mode", [(False, "slice"), (True, "slice"), (True, "grow")])
+def test_greedy_matches_hf_generate(tiny_pair, compact, cache_mode):
     ref, model, _ = tiny_pair
     want = _hf_greedy(ref, PROMPTS, 64)
     engine = JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=16,
-                       prompt_bucket=4, compact=compact)
+                       prompt_bucket=4, compact=compact, cache_mode=cache_mode)
     batch = engine.generate(PROMPTS, 1, SamplingParams(max_new_tokens=64, temperature=0.0))
     for i in range(len(PROMPTS)):
         n = int(batch.lengths[i])
