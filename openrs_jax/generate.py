@@ -1,0 +1,131 @@
+"""Sample from a model or a training checkpoint.
+
+    python -m openrs_jax.generate --model DIR --prompt "What is 2+3?" [--max-new-tokens 256]
+        [--temperature 0.6] [--top-p 0.95] [--num-samples 1] [--engine jax|vllm] [--json]
+
+DIR is an HF directory (config.json + safetensors + tokenizer) or a training run directory
+(checkpoints/<run>, `--step N` picks a saved step; default the latest). The prompt is rendered
+with the model's chat template (`--system` adds a system prompt, `--raw` sends the text as is,
+`--think` appends the `<think>\\n` prefill of the R1-distill recipes). With `--json` each sample
+is printed as one JSON object with its token ids and per-token log-probs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m openrs_jax.generate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, help="HF model directory or training run directory")
+    ap.add_argument("--step", type=int, default=None, help="checkpoint step of a run directory (default: latest)")
+    ap.add_argument("--prompt", required=True, help="the user message (or the raw text with --raw)")
+    ap.add_argument("--system", default=None, help="a system prompt")
+    ap.add_argument("--raw", action="store_true", help="do not apply the chat template")
+    ap.add_argument("--think", action="store_true", help="append the <think>\\n prefill")
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--temperature", type=float, default=0.6, help="0 = greedy")
+    ap.add_argument("--top-p", type=float, default=1.0)
+    ap.add_argument("--top-k", type=int, default=0)
+    ap.add_argument("--num-samples", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dtype", default=None, choices=["bfloat16", "float32"],
+                    help="compute dtype (default: bfloat16 on GPU, float32 on CPU)")
+    ap.add_argument("--engine", default="jax", choices=["jax", "vllm"])
+    ap.add_argument("--vllm-url", default=None, help="a running vLLM server (default: start one from --model)")
+    ap.add_argument("--json", action="store_true", help="print token ids and log-probs as JSON lines")
+    return ap
+
+
+def _load(args):
+    """(model or None, tokenizer, hf_dir or None)."""
+    import jax
+    import jax.numpy as jnp
+
+    from openrs_jax.data import load_tokenizer
+
+    path = pathlib.Path(args.model)
+    dtype = args.dtype or ("bfloat16" if jax.default_backend() == "gpu" else "float32")
+    if (path / "config.yaml").is_file():
+        from openrs_jax.checkpoint import load_model_from_run
+
+        model, tokenizer, step = load_model_from_run(path, args.step, dtype=dtype)
+        print(f"[generate] {path} step {step}", file=sys.stderr)
+        return model, tokenizer, None
+    from openrs_jax.weights import load_hf
+
+    tokenizer = load_tokenizer(str(path))
+    if args.engine == "vllm":
+        return None, tokenizer, path
+    return load_hf(path, dtype=jnp.dtype(dtype)), tokenizer, path
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from openrs_jax.rollout.base import SamplingParams
+
+    try:
+        model, tokenizer, hf_dir = _load(args)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.raw:
+        ids = tokenizer(args.prompt, add_special_tokens=False)["input_ids"]
+    else:
+        from openrs_jax.data import PromptFormatter
+
+        fmt = PromptFormatter(tokenizer, system_prompt=args.system, add_think_prefill=args.think,
+                              max_prompt_length=1 << 20)
+        ids, _ = fmt.encode(args.prompt)
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+    sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                              top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+    closers = []
+    try:
+        if args.engine == "jax":
+            from openrs_jax.rollout.jax_engine import JaxEngine
+
+            engine = JaxEngine(model, eos_token_ids=eos, pad_token_id=pad)
+        else:
+            import tempfile
+
+            from openrs_jax.rollout.vllm_engine import VLLMEngine
+
+            url = args.vllm_url
+            if url is None:
+                from openrs_jax.rollout.vllm_server import VLLMServer, free_port
+                from openrs_jax.weights import save_hf
+
+                if hf_dir is None:  # a run directory: export the step first
+                    hf_dir = save_hf(model, pathlib.Path(tempfile.mkdtemp()) / "hf", tokenizer=tokenizer)
+                server = VLLMServer(str(hf_dir), port=free_port())
+                server.start()
+                closers.append(server.stop)
+                url = server.url
+            engine = VLLMEngine(url, sync_dir=tempfile.mkdtemp(), eos_token_ids=eos, pad_token_id=pad)
+        batch = engine.generate([ids], args.num_samples, sampling)
+        for i, row in enumerate(batch.completion_token_lists()):
+            text = tokenizer.decode(row, skip_special_tokens=True)
+            if args.json:
+                print(json.dumps({
+                    "sample": i, "text": text, "token_ids": row,
+                    "logprobs": batch.logprobs[i, : len(row)].tolist(),
+                    "finish_reason": batch.finish_reasons[i], "prompt_token_ids": list(ids),
+                }))
+            else:
+                if args.num_samples > 1:
+                    print(f"--- sample {i} ({batch.finish_reasons[i]}, {len(row)} tokens)")
+                print(text)
+    finally:
+        for close in closers:
+            close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
