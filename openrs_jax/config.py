@@ -127,12 +127,17 @@ class MeshSection:
     """Device mesh axis sizes. -1 on (at most) one axis takes the remaining devices.
 
     `num_devices` None uses every visible device; an int uses the first `num_devices`.
+    `rollout_devices` > 0 is the paper's split layout: the last `rollout_devices` of those
+    devices form a separate sampling mesh for the `jax` engine (weights are copied to it after
+    every update) and the axis sizes above describe the training mesh on the rest; 0 samples
+    on the training mesh itself.
     """
 
     data: int = -1
     fsdp: int = 1
     tensor: int = 1
     num_devices: int | None = None
+    rollout_devices: int = 0
 
     def __post_init__(self):
         sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
@@ -143,6 +148,8 @@ class MeshSection:
             raise ConfigError(f"mesh: at most one axis may be -1, got {sizes}")
         if self.num_devices is not None and self.num_devices < 1:
             raise ConfigError(f"mesh.num_devices: must be >= 1, got {self.num_devices}")
+        if self.rollout_devices < 0:
+            raise ConfigError(f"mesh.rollout_devices: must be >= 0, got {self.rollout_devices}")
 
     def axis_sizes(self, num_devices: int) -> dict[str, int]:
         """Resolves -1 for `num_devices` devices: {"data": d, "fsdp": f, "tensor": t}, d·f·t = n."""

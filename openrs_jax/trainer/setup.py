@@ -43,13 +43,27 @@ def model_config_for(cfg: RunConfig) -> ModelConfig:
     return load_model_config(resolve_model_dir(cfg.model.name_or_path), **cfg.model.model_config_overrides())
 
 
-def build_mesh(cfg: RunConfig) -> jax.sharding.Mesh:
+def build_meshes(cfg: RunConfig) -> tuple[jax.sharding.Mesh, jax.sharding.Mesh | None]:
+    """(training mesh, sampling mesh or None). With `mesh.rollout_devices` = r > 0 the last r
+    devices sample (data-parallel rows, `SAMPLE_RULES`) and the others train."""
     devices = jax.devices()
     if cfg.mesh.num_devices is not None:
         if cfg.mesh.num_devices > len(devices):
             raise ConfigError(f"mesh.num_devices {cfg.mesh.num_devices} > {len(devices)} visible devices")
         devices = devices[: cfg.mesh.num_devices]
-    return shd.make_mesh(cfg.mesh.axis_sizes(len(devices)), devices=devices)
+    r = cfg.mesh.rollout_devices
+    if r == 0:
+        return shd.make_mesh(cfg.mesh.axis_sizes(len(devices)), devices=devices), None
+    if r >= len(devices):
+        raise ConfigError(
+            f"mesh.rollout_devices {r} leaves no device to train on ({len(devices)} devices); "
+            "use 0 to sample on the training mesh"
+        )
+    if cfg.rollout.engine != "jax":
+        raise ConfigError("mesh.rollout_devices needs rollout.engine: jax (a vLLM server has its own GPUs)")
+    train, roll = devices[: len(devices) - r], devices[len(devices) - r :]
+    train_mesh = shd.make_mesh(cfg.mesh.axis_sizes(len(train)), devices=train)
+    return train_mesh, shd.make_mesh({"data": r, "fsdp": 1, "tensor": 1}, devices=roll)
 
 
 def build_model(cfg: RunConfig, mesh: jax.sharding.Mesh) -> Qwen2:

@@ -11,6 +11,11 @@ uninterrupted run did. SIGTERM/SIGINT finish the current step, save, and exit. A
 loss or gradient norm is not finite is not applied; after `optim.max_nonfinite_steps` in a row
 the run stops with its last checkpoint intact.
 
+Overlap: the reference (and old-policy) log-prob passes need only the sampled tokens, so they
+are dispatched to the devices before the rewards are scored on the host; `time/reference` is
+the part that the rewards did not hide. With `mesh.rollout_devices` (the paper's split layout)
+the sampler has its own devices and receives the weights after each update.
+
 Where we depart from TRL/Open-R1 (numbered, see also `openrs_jax.grpo.loss`):
 1. One SPMD program: rollout, reference and update share the mesh (the `jax` engine), or
    rollouts come from an external vLLM server (the paper's layout).
@@ -92,12 +97,13 @@ class Trainer:
                 f"{ckpt_dir} already holds checkpoints: pass --resume to continue that run, or set "
                 "checkpoint.output_dir to a new directory (nothing was overwritten)"
             )
+        self.mesh, self.rollout_mesh = setup.build_meshes(cfg)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         dump_yaml(cfg, self.run_dir / "config.yaml")
 
-        self.mesh = setup.build_mesh(cfg)
-        self._print(f"[openrs] devices: {len(self.mesh.devices.flat)} x {jax.devices()[0].device_kind}, "
-                    f"mesh {dict(self.mesh.shape)}")
+        layout = "" if self.rollout_mesh is None else f", sampling on {len(self.rollout_mesh.devices.flat)} more"
+        self._print(f"[openrs] devices: {len(self.mesh.devices.flat)} x {jax.devices()[0].device_kind} training, "
+                    f"mesh {dict(self.mesh.shape)}{layout}")
         self.tokenizer = load_tokenizer(cfg.model.tokenizer_path)
         t0 = time.perf_counter()
         model = setup.build_model(cfg, self.mesh)
@@ -190,7 +196,7 @@ class Trainer:
                 model,
                 eos_token_ids=self.eos_ids,
                 pad_token_id=self.pad_id,
-                mesh=self.mesh,
+                mesh=self.rollout_mesh or self.mesh,
                 rules=shd.SAMPLE_RULES,
                 max_batch_size=cfg.rollout.batch_size or cfg.completions_per_step,
             )
@@ -272,40 +278,40 @@ class Trainer:
         return per_reward, total, texts
 
     def _collect(self, step: int):
-        """Prompts → rollouts → rewards, with DAPO's dynamic sampling when configured."""
+        """Prompts → rollouts (→ rewards, only with DAPO's dynamic sampling, which needs them
+        to pick groups). Returns (examples, batch, scored or None, rollout time, reward time,
+        completions dropped)."""
         cfg = self.cfg
         p, g = cfg.optim.num_prompts_per_step, cfg.grpo.num_generations
         examples = self.data.next_batch(p)
         t0 = time.perf_counter()
         batch = self._rollout(step, examples)
         t_roll = time.perf_counter() - t0
+        if not cfg.grpo.drop_zero_std_groups:
+            return examples, batch, None, t_roll, 0.0, 0
         t0 = time.perf_counter()
-        per_reward, total, texts = self._score(examples, batch)
+        parts = [(examples, batch, *self._score(examples, batch))]
         t_rew = time.perf_counter() - t0
-        dropped = 0
-        if cfg.grpo.drop_zero_std_groups:
-            parts = [(examples, batch, per_reward, total, texts)]
-            for _ in range(MAX_DYNAMIC_SAMPLING_ROUNDS):
-                kept = sum(int((t.reshape(-1, g).std(1) > 0).sum()) for *_, t, _ in parts)
-                if kept >= p:
-                    break
-                more = self.data.next_batch(p)
-                t0 = time.perf_counter()
-                b2 = self._rollout(step, more)
-                t_roll += time.perf_counter() - t0
-                t0 = time.perf_counter()
-                parts.append((more, b2, *self._score(more, b2)))
-                t_rew += time.perf_counter() - t0
-            examples, batch, per_reward, total, texts, dropped = _select_groups(parts, p, g)
-        return examples, batch, per_reward, total, texts, t_roll, t_rew, dropped
+        for _ in range(MAX_DYNAMIC_SAMPLING_ROUNDS):
+            kept = sum(int((t.reshape(-1, g).std(1) > 0).sum()) for *_, t, _ in parts)
+            if kept >= p:
+                break
+            more = self.data.next_batch(p)
+            t0 = time.perf_counter()
+            b2 = self._rollout(step, more)
+            t_roll += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            parts.append((more, b2, *self._score(more, b2)))
+            t_rew += time.perf_counter() - t0
+        examples, batch, per_reward, total, texts, dropped = _select_groups(parts, p, g)
+        return examples, batch, (per_reward, total, texts), t_roll, t_rew, dropped
 
     def _step(self, step: int) -> dict[str, float]:
         cfg = self.cfg
         g = cfg.grpo.num_generations
         t_step = time.perf_counter()
-        examples, batch, per_reward, total, texts, t_roll, t_rew, dropped = self._collect(step)
+        examples, batch, scored, t_roll, t_rew, dropped = self._collect(step)
 
-        advantages = np.asarray(grpo.group_advantages(jnp.asarray(total, jnp.float32), g, scale=cfg.grpo.scale_rewards))
         mask = batch.completion_mask.astype(np.float32)
         truncated = np.array([r == FINISH_LENGTH for r in batch.finish_reasons])
         if cfg.grpo.mask_truncated_completions:
@@ -316,20 +322,32 @@ class Trainer:
         prompt_len = round_up(max_prompt, p_bucket)
         comp_len = min(round_up(max(mask.shape[1], 1), c_bucket), round_up(cfg.rollout.max_completion_length, c_bucket))
         host = build_train_batch(
-            [e["prompt_ids"] for e in examples], batch.completion_ids, mask, advantages,
+            [e["prompt_ids"] for e in examples], batch.completion_ids, mask, np.zeros(mask.shape[0], np.float32),
             num_generations=g, pad_token_id=self.pad_id, loss=self.loss,
             prompt_length=prompt_len, completion_length=comp_len,
             sampling_logps=batch.logprobs if cfg.grpo.vllm_importance_sampling_correction else None,
         )
-        train_batch = jax.device_put(host, self._batch_shardings(host))
+        shardings = self._batch_shardings(host)
+        train_batch = jax.device_put(host, shardings)
 
+        # The reference (and old-policy) passes need only the tokens: dispatch them now and score
+        # the rewards on the host while the devices run them (JAX dispatch is asynchronous).
         t0 = time.perf_counter()
         if self.ref_params is not None:
             train_batch = dataclasses.replace(train_batch, ref_logps=self.logps_fn(self.ref_params, train_batch))
         if cfg.grpo.num_iterations > 1:
             train_batch = dataclasses.replace(train_batch, old_logps=self.logps_fn(self.params, train_batch))
+        t_dispatch = time.perf_counter() - t0
+        if scored is None:
+            t0 = time.perf_counter()
+            scored = self._score(examples, batch)
+            t_rew += time.perf_counter() - t0
+        per_reward, total, texts = scored
+        advantages = np.asarray(grpo.group_advantages(jnp.asarray(total, jnp.float32), g, scale=cfg.grpo.scale_rewards))
+        t0 = time.perf_counter()
         jax.block_until_ready(train_batch)
-        t_ref = time.perf_counter() - t0
+        t_ref = t_dispatch + time.perf_counter() - t0  # the part not hidden behind the rewards
+        train_batch = dataclasses.replace(train_batch, advantages=jax.device_put(advantages, shardings.advantages))
 
         t0 = time.perf_counter()
         for _ in range(cfg.grpo.num_iterations):
