@@ -20,7 +20,8 @@ writes what an uninterrupted run would have).
 Engines: `jax` (default) samples in this process; `vllm` talks to a vLLM server, either
 running (`--vllm-url`) or started here from the HF directory (`--vllm-launch`, with
 `--vllm-args` passed to vLLM, e.g. "--max-model-len 33792 --gpu-memory-utilization 0.8").
-A model from a run directory is pushed to the server with the engine's weight sync.
+A model from a run directory is pushed to the server with the engine's weight sync; with an
+HF directory and --vllm-url the server must already serve those weights (nothing is pushed).
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import pathlib
 import shlex
 import signal
@@ -74,11 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grading-workers", type=int, default=2, help="math-verify worker processes (0: inline)")
     p.add_argument("--grading-timeout", type=float, default=20.0, help="hard limit per graded completion (s)")
     jax_group = p.add_argument_group("jax engine")
-    jax_group.add_argument("--dtype", default="bfloat16", help="parameter and compute dtype (default bfloat16)")
+    jax_group.add_argument("--dtype", default="bfloat16",
+                           help="compute dtype (HF directories: also the parameter dtype); default bfloat16")
     jax_group.add_argument("--max-batch-size", type=int, default=256, help="rows decoded at once")
     jax_group.add_argument("--prompt-bucket", type=int, default=128, help="prompt lengths round up to this")
     vllm_group = p.add_argument_group("vllm engine")
-    vllm_group.add_argument("--vllm-url", default=None, help="a running server (python -m openrs_jax.serve)")
+    vllm_group.add_argument("--vllm-url", default=None, help="a running server (python -m openrs_jax.serve) serving --model's weights")
     vllm_group.add_argument("--vllm-launch", action="store_true", help="start a server from the HF directory")
     vllm_group.add_argument("--vllm-python", default=None, help="interpreter with vllm (default: see serve.py)")
     vllm_group.add_argument("--vllm-args", default="", help="extra vLLM server flags for --vllm-launch")
@@ -107,7 +108,7 @@ def is_hf_dir(path: pathlib.Path) -> bool:
     return (path / "config.json").is_file()
 
 
-def load_run_dir(path: pathlib.Path, step: int | None):
+def load_run_dir(path: pathlib.Path, step: int | None, dtype: str):
     """(model, tokenizer, step) of a training run, through `openrs_jax.checkpoint`."""
     try:
         from openrs_jax.checkpoint import load_model_from_run
@@ -117,7 +118,7 @@ def load_run_dir(path: pathlib.Path, step: int | None):
             f"openrs_jax.checkpoint.load_model_from_run is not available ({e}). Pass an HF model directory "
             "instead (e.g. one exported with openrs_jax.weights.save_hf)."
         ) from None
-    return load_model_from_run(path, step=step)
+    return load_model_from_run(path, step=step, dtype=dtype)
 
 
 def eos_token_ids(tokenizer: Any, hf_dir: pathlib.Path | None) -> list[int]:
@@ -153,7 +154,7 @@ def load_model(args: argparse.Namespace, need_weights: bool) -> LoadedModel:
 
             model = load_hf(path, dtype=jnp.dtype(args.dtype))
         return LoadedModel(path.resolve().name, tokenizer, hf_dir=path, model=model)
-    model, tokenizer, step = load_run_dir(path, args.step)
+    model, tokenizer, step = load_run_dir(path, args.step, args.dtype)
     if args.tokenizer:
         tokenizer = load_tokenizer(args.tokenizer)
     return LoadedModel(f"{path.resolve().name}-step{step}", tokenizer, model=model, step=step)

@@ -135,6 +135,8 @@ def rows_to_problems(spec: BenchmarkSpec, rows: Sequence[dict[str, Any]], source
         text = _first_column(row, spec.problem_columns, "problem", source, i)
         gold = _first_column(row, (spec.gold_field,), "gold", source, i)
         ident = next((row[c] for c in spec.id_columns if row.get(c) is not None), i)
+        if isinstance(gold, (list, tuple)) and len(gold) == 1:
+            gold = gold[0]  # OlympiadBench's `final_answer` form: a one-element list
         if not isinstance(gold, str):
             gold = str(gold)  # e.g. AMC answers stored as floats upstream
         if not gold.strip():
@@ -146,6 +148,23 @@ def rows_to_problems(spec: BenchmarkSpec, rows: Sequence[dict[str, Any]], source
         dupes = sorted({x for x in ids if ids.count(x) > 1})[:5]
         raise ValueError(f"{source}: duplicate ids {dupes}")
     return problems
+
+
+def custom_problems(
+    name: str,
+    rows: Sequence[dict[str, Any]],
+    *,
+    gold_field: str = "answer",
+    gold_mode: str = "latex",
+    problem_column: str = "problem",
+) -> list[Problem]:
+    """Problems from any rows (e.g. a held-out validation split), graded like the benchmarks
+    whose gold is read with `gold_mode` ("latex": MATH-style answers, bare ones wrapped in
+    `$…$`; "expr": plain numbers)."""
+    if gold_mode not in ("latex", "expr"):
+        raise ValueError(f"gold_mode must be 'latex' or 'expr', got {gold_mode!r}")
+    spec = BenchmarkSpec(name, name, "", "", gold_field, gold_mode, len(rows), problem_columns=(problem_column,))
+    return rows_to_problems(spec, rows, name)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

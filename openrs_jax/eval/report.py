@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from openrs_jax.eval.benchmarks import BENCHMARK_ORDER, BENCHMARKS
 
@@ -75,14 +75,15 @@ def markdown_table(results: Mapping[str, Any], label: str = "ours", published: b
         lines.append("| *This run* |" + " |" * (len(BENCHMARK_ORDER) + 1))
     complete = all(b in per for b in BENCHMARK_ORDER)
 
+    def percent(summary: Mapping[str, Any] | None, key: str, with_se: bool) -> str:
+        if summary is None or summary.get(key) is None:
+            return _cell(None)
+        return _cell(100 * summary[key], 100 * summary[f"{key}_se"] if with_se else None)
+
     def row(name: str, key: str, with_se: bool) -> str:
-        cells = []
-        for b in BENCHMARK_ORDER:
-            s = per.get(b)
-            cells.append(_cell(None) if s is None else _cell(100 * s[key], 100 * s[f"{key}_se"] if with_se else None))
-        avg = results["average"].get(key) if complete else None
-        avg_se = results["average"].get(f"{key}_se") if complete and with_se else None
-        return f"| {name} | " + " | ".join(cells) + f" | {_cell(None if avg is None else 100 * avg, None if avg_se is None else 100 * avg_se)} |"
+        cells = [percent(per.get(b), key, with_se) for b in BENCHMARK_ORDER]
+        cells.append(percent(results["average"] if complete else None, key, with_se))
+        return f"| {name} | " + " | ".join(cells) + " |"
 
     lines.append(row(f"{label} pass@1", "pass@1", False))
     if k > 1:
@@ -131,14 +132,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_reports(out_dir: str | os.PathLike, results: Mapping[str, Any], label: str = "ours") -> tuple[pathlib.Path, pathlib.Path]:
+def write_reports(
+    out_dir: str | os.PathLike, results: Mapping[str, Any], label: str = "ours"
+) -> tuple[pathlib.Path, pathlib.Path]:
     """<out_dir>/results.json and <out_dir>/results.md; returns their paths."""
     out_dir = pathlib.Path(out_dir)
     json_path, md_path = out_dir / "results.json", out_dir / "results.md"
     atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
     atomic_write_text(md_path, markdown_table(results, label))
     return json_path, md_path
-
-
-def benchmark_titles(names: Sequence[str]) -> list[str]:
-    return [BENCHMARKS[n].title for n in names]

@@ -19,6 +19,18 @@ the same records as an uninterrupted one with the same seed and chunk size.
 Records (one JSON line per problem): benchmark, index, id, prompt (the rendered chat text),
 gold, gold_extracted, and per sample (lists of length k) completions, extracted, correct,
 num_tokens, finish_reasons; `errors` when grading a sample failed (timeout, crash).
+
+Departures from Open-RS's lighteval runs (numbered; grading's own are in grading.py):
+1. Seeds: each chunk samples with `chunk_seed(seed, benchmark, chunk)` so that runs are
+   reproducible and resumable; lighteval left vLLM's sampling unseeded.
+2. Length: lighteval ran vLLM with max_model_length = max_new_tokens = 32,768, so prompt +
+   completion were capped at 32,768; we cap the completion alone at `max_new_tokens` (a few
+   hundred tokens more room, which matters only for completions that long).
+3. `think_prefill` appends `<think>\\n` to a chat template that does not end with it (the
+   R1-distill template revision of the time did; ../shared/data/README.md). Turn it off
+   (`--no-think-prefill`) to use a template exactly as shipped.
+4. k > 1 samples, avg@k, pass@k and standard errors are additions; pass@1 (sample 0) is the
+   paper's metric.
 """
 
 from __future__ import annotations
@@ -215,8 +227,9 @@ def evaluate_benchmark(
 ) -> BenchmarkRun:
     """Generates, grades and records every problem of one benchmark not yet in `store`.
 
-    problems: one benchmark's problems in file order (indices must be 0..P-1 of the file, a
-      prefix when limited), so chunk boundaries do not move between runs.
+    problems: one benchmark's problems, each with a distinct `index` (the record key). Chunks
+      are taken by position in this list: resume with the same list (a longer prefix of the
+      same file is fine), so chunk boundaries do not move between runs.
     store: where records live; None keeps them in memory only (validation).
     max_chunks: stop after generating this many chunks (tests of resume); the summary then
       covers only the problems recorded so far.
@@ -226,8 +239,8 @@ def evaluate_benchmark(
     name = problems[0].benchmark
     if any(p.benchmark != name for p in problems):
         raise ValueError("evaluate_benchmark: problems of more than one benchmark")
-    if [p.index for p in problems] != list(range(len(problems))):
-        raise ValueError(f"{name}: problems must be the benchmark's first {len(problems)} rows, in order")
+    if len({p.index for p in problems}) != len(problems):
+        raise ValueError(f"{name}: problem indices must be distinct (they key the records)")
     log = log or (lambda message: None)
     k = settings.samples
     done = store.load() if store is not None else {}

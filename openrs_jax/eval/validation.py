@@ -15,9 +15,10 @@ and then degrade, so a run should say which checkpoint was best on held-out prob
 `score` is the unweighted mean over the validation benchmarks of `metric` (avg@k by default,
 the lower-variance estimate). The tracker writes `<run_dir>/best_checkpoint.json` atomically
 and points the symlink `<run_dir>/best` at the best step's checkpoint directory
-(`<run_dir>/<step>` by default, Orbax CheckpointManager's layout). Checkpoint rotation must
-not delete that step: pass `tracker.best_step` to whatever prunes old checkpoints, or give
-Orbax the same metric (`CheckpointManagerOptions(best_fn=..., best_mode="max")`).
+(`<run_dir>/checkpoints/<step>` by default, the layout of openrs_jax.checkpoint). Checkpoint
+rotation (keep-N) must not delete that step: pass `tracker.best_step` to whatever prunes old
+checkpoints, or give Orbax the same metric (`CheckpointManagerOptions(best_fn=...,
+best_mode="max")`).
 """
 
 from __future__ import annotations
@@ -120,8 +121,8 @@ class BestCheckpointTracker:
 
     metric: the key read from the dicts passed to `update` ("score" for Validator results).
     mode: "max" or "min". Ties keep the earlier step (fewer updates, less drift).
-    step_dir: step -> checkpoint directory (default `<run_dir>/<step>`, Orbax's layout); the
-      link is relative, so the run directory can be moved.
+    step_dir: step -> checkpoint directory (default `<run_dir>/checkpoints/<step>`, the layout
+      of openrs_jax.checkpoint); the link is relative, so the run directory can be moved.
     An existing best_checkpoint.json is read back (a resumed run keeps its best).
     """
 
@@ -141,7 +142,8 @@ class BestCheckpointTracker:
         self.run_dir = pathlib.Path(run_dir)
         self.metric = metric
         self.mode = mode
-        self.step_dir = step_dir or (lambda step: self.run_dir / str(step))
+        # openrs_jax.checkpoint.CHECKPOINT_SUBDIR; not imported: that module pulls in Orbax/JAX.
+        self.step_dir = step_dir or (lambda step: self.run_dir / "checkpoints" / str(step))
         self.link_name = link_name
         self.best_step: int | None = None
         self.best_value: float | None = None

@@ -72,13 +72,18 @@ def xla_attention(
     """softmax(q·kᵀ/√H + mask)·v with query heads grouped over the K kv heads."""
     b, t, n, h = q.shape
     kv = k.shape[1]
+    out_dtype = q.dtype
+    if jax.default_backend() == "cpu" and q.dtype != jnp.float32:
+        # XLA:CPU has no bf16 × bf16 → f32 kernel for these batched dots; on CPU attention
+        # runs in float32 (GPUs take bf16 operands with float32 accumulation).
+        q, k, v = q.astype(jnp.float32), k.astype(jnp.float32), v.astype(jnp.float32)
     qg = q.reshape(b, t, kv, n // kv, h)  # [B, T, K, G, H]
     scores = jnp.einsum("btkgh,bksh->bkgts", qg, k, preferred_element_type=jnp.float32)
     scores = scores * (h**-0.5)
     scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, K, G, T, S]
     out = jnp.einsum("bkgts,bksh->btkgh", probs, v, preferred_element_type=jnp.float32)
-    return out.reshape(b, t, n, h).astype(q.dtype)
+    return out.reshape(b, t, n, h).astype(out_dtype)
 
 
 def cudnn_attention(

@@ -150,3 +150,14 @@ def test_filters_keep_the_right_support():
     # probs ≈ [.64, .09, .24, .03]: top_p .7 keeps the first two most likely (.64 < .7).
     assert np.isfinite(np.asarray(filter_top_p(logits, 0.7))).tolist() == [[True, False, True, False]]
     assert np.isfinite(np.asarray(filter_top_p(logits, 0.5))).tolist() == [[True, False, False, False]]
+
+
+def test_bf16_engine_left_padded_batch():
+    """bf16 weights and cache, prompts of different lengths (XLA:CPU lacks some bf16 dots)."""
+    from openrs_jax.model import Qwen2, tiny
+
+    model = Qwen2(tiny(dtype="bfloat16", param_dtype="bfloat16"), rngs=nnx.Rngs(0))
+    engine = JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=16, segment_len=8, prompt_bucket=4)
+    batch = engine.generate(PROMPTS, 2, SamplingParams(max_new_tokens=12, temperature=0.7, seed=1))
+    assert batch.completion_ids.shape[0] == 8
+    assert np.isfinite(batch.logprobs).all() and (batch.logprobs <= 0).all()
