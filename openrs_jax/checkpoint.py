@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import pathlib
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import jax
 import orbax.checkpoint as ocp
@@ -32,14 +32,22 @@ class CheckpointError(RuntimeError):
 class RunCheckpointer:
     """Keep-N, async, atomic Orbax checkpoints under `<run_dir>/checkpoints`."""
 
-    def __init__(self, run_dir: str | os.PathLike, *, keep: int | None = None, async_save: bool = True):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        *,
+        keep: int | None = None,
+        async_save: bool = True,
+        protect: Callable[[], Iterable[int]] | None = None,
+    ):
+        """keep: the newest `keep` checkpoints survive rotation (None: all), plus the steps
+        `protect()` names (the best validation step)."""
         self.directory = pathlib.Path(run_dir).absolute() / CHECKPOINT_SUBDIR
         self.directory.mkdir(parents=True, exist_ok=True)
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
-            enable_async_checkpointing=async_save,
-            create=True,
-        )
+        self.keep = keep
+        self.protect = protect
+        # Rotation is ours, not Orbax's max_to_keep: it must spare protected steps.
+        options = ocp.CheckpointManagerOptions(enable_async_checkpointing=async_save, create=True)
         self._mngr = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
@@ -65,6 +73,17 @@ class RunCheckpointer:
                 f"saving checkpoint step {step} in {self.directory} failed: {type(e).__name__}: {e}. "
                 f"Last complete checkpoint: {self.latest_step()}"
             ) from e
+        self._rotate()
+
+    def _rotate(self) -> None:
+        """Deletes committed checkpoints beyond the newest `keep`, sparing protected steps."""
+        if self.keep is None:
+            return
+        steps = sorted(self.all_steps())
+        spared = set(steps[-self.keep :]) | set(self.protect() if self.protect else ())
+        for step in steps:
+            if step not in spared:
+                self._mngr.delete(step)
 
     def wait(self) -> None:
         """Blocks until pending async saves are committed; raises CheckpointError on failure."""

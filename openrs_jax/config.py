@@ -494,6 +494,49 @@ class LogSection:
         return "tensorboard" in self.report_to
 
 
+VALIDATION_METRICS = ("avg@k", "pass@1", "pass@k")
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationSection:
+    """Validation during training (early stopping by selection: the paper's scores peak after
+    50-100 steps, then degrade). Empty `benchmarks` turns it off. Every `eval_steps` steps the
+    first `limit` problems of each benchmark (`openrs_jax.evaluate`'s names and data, local
+    JSONL from `data_dir` or the hub) are sampled with the rollout engine, the step is
+    checkpointed, and the best step by `metric` (mean over benchmarks) is recorded in
+    `<output_dir>/best_checkpoint.json` and linked as `<output_dir>/best`; checkpoint rotation
+    never deletes it."""
+
+    benchmarks: tuple[str, ...] = ()
+    eval_steps: int = 50
+    data_dir: str | None = None
+    limit: int | None = None
+    samples: int = 1
+    max_new_tokens: int = 4096
+    temperature: float = 0.6
+    top_p: float = 0.95
+    metric: Literal["avg@k", "pass@1", "pass@k"] = "avg@k"
+
+    def __post_init__(self):
+        if self.eval_steps < 1:
+            raise ConfigError(f"validation.eval_steps: must be >= 1, got {self.eval_steps}")
+        if self.samples < 1:
+            raise ConfigError(f"validation.samples: must be >= 1, got {self.samples}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"validation.limit: must be >= 1 or null, got {self.limit}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"validation.max_new_tokens: must be >= 1, got {self.max_new_tokens}")
+        if self.benchmarks:
+            from openrs_jax.eval.benchmarks import BENCHMARKS
+
+            for name in self.benchmarks:
+                if name not in BENCHMARKS:
+                    raise ConfigError(
+                        f"validation.benchmarks: unknown benchmark {name!r}{_did_you_mean(name, list(BENCHMARKS))}; "
+                        f"known: {', '.join(BENCHMARKS)}"
+                    )
+
+
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything one training run needs; checked as a whole on construction."""
@@ -507,6 +550,7 @@ class RunConfig:
     optim: OptimSection = dataclasses.field(default_factory=OptimSection)
     checkpoint: CheckpointSection = dataclasses.field(default_factory=CheckpointSection)
     log: LogSection = dataclasses.field(default_factory=LogSection)
+    validation: ValidationSection = dataclasses.field(default_factory=ValidationSection)
     seed: int = 42
     run_name: str = "openrs"
 

@@ -34,7 +34,7 @@ import dataclasses
 import re
 from typing import Literal, Sequence
 
-from openrs_jax.rewards.math_rewards import _alarm_timeout, _tame_logging
+from openrs_jax.rewards.math_rewards import alarm_timeout, tame_logging
 from openrs_jax.rewards.verify_pool import VerifyPool, shared_pool
 
 GoldMode = Literal["latex", "expr"]
@@ -84,8 +84,8 @@ def grade(completion: str, gold: str, mode: GoldMode) -> tuple[bool, str | None,
     """
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-    _tame_logging()
-    timeout = _alarm_timeout(TIMEOUT_S)
+    tame_logging()
+    timeout = alarm_timeout(TIMEOUT_S)
     gold_config = [LatexExtractionConfig()] if mode == "latex" else [ExprExtractionConfig()]
     gold_text = prepare_gold(gold, mode)
     golds = parse(gold_text, gold_config, fallback_mode="first_match", extraction_mode="any_match",

@@ -89,7 +89,8 @@ class _ShortenFilter(logging.Filter):
         return True
 
 
-def _tame_logging() -> None:
+def tame_logging() -> None:
+    """Shortens math-verify's log records (a failed parse logs the whole completion)."""
     global _LOGGING_TAMED
     if _LOGGING_TAMED:
         return
@@ -102,7 +103,7 @@ def _tame_logging() -> None:
     _LOGGING_TAMED = True
 
 
-def _alarm_timeout(seconds: int | None) -> int | None:
+def alarm_timeout(seconds: int | None) -> int | None:
     """math-verify's timeouts use signal.alarm, which raises outside the main thread: there
     we must pass None (no inner timeout) and rely on the pool's hard timeout."""
     if threading.current_thread() is threading.main_thread():
@@ -125,8 +126,8 @@ def judge(
     from latex2sympy2_extended import NormalizationConfig
     from math_verify import LatexExtractionConfig, parse, verify
 
-    _tame_logging()
-    parse_timeout = _alarm_timeout(parse_timeout_s)
+    tame_logging()
+    parse_timeout = alarm_timeout(parse_timeout_s)
     gold = parse(
         solution,
         extraction_mode="first_match",
@@ -156,7 +157,7 @@ def judge(
     )
     try:
         # Open-RS's order: the answer goes in math-verify's `gold` slot.
-        correct = verify(answer, gold, timeout_seconds=_alarm_timeout(verify_timeout_s))
+        correct = verify(answer, gold, timeout_seconds=alarm_timeout(verify_timeout_s))
     except Exception:  # noqa: BLE001 - Open-RS scores a verify exception as 0.0
         return FAILED
     return CORRECT if correct else WRONG

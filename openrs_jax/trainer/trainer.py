@@ -161,7 +161,11 @@ class Trainer:
         required = self._reward_columns()
         self.data = build_prompt_iterator(cfg.data, self.tokenizer, cfg.seed, required_columns=required)
 
-        self.checkpointer = RunCheckpointer(self.run_dir, keep=cfg.checkpoint.save_total_limit)
+        self.validator, self.best = self._build_validation()
+        self.checkpointer = RunCheckpointer(
+            self.run_dir, keep=cfg.checkpoint.save_total_limit,
+            protect=lambda: [] if self.best is None or self.best.best_step is None else [self.best.best_step],
+        )
         self._closers.append(self.checkpointer.close)
         self.start_step = 0
         self.nonfinite_run = 0
@@ -180,6 +184,20 @@ class Trainer:
         self.completions = JsonlWriter(self.run_dir / COMPLETIONS_FILE) if cfg.log.log_completions else None
         if self.completions is not None:
             self._closers.append(self.completions.close)
+
+    def _build_validation(self):
+        v = self.cfg.validation
+        if not v.benchmarks:
+            return None, None
+        from openrs_jax.eval import BestCheckpointTracker, EvalSettings, Validator
+
+        settings = EvalSettings(samples=v.samples, max_new_tokens=v.max_new_tokens, temperature=v.temperature,
+                                top_p=v.top_p, seed=self.cfg.seed)
+        validator = Validator.from_benchmarks(list(v.benchmarks), self.tokenizer, data_dir=v.data_dir,
+                                              limit=v.limit, settings=settings, metric=v.metric,
+                                              workers=max(1, self.cfg.rewards.num_workers))
+        self._closers.append(getattr(validator, "close", lambda: None))
+        return validator, BestCheckpointTracker(self.run_dir, metric="score", mode="max")
 
     def _reward_columns(self) -> list[str]:
         cols = []
@@ -441,6 +459,12 @@ class Trainer:
                 metrics = self._step(step)
                 last = metrics
                 nonfinite = metrics["update_applied"] < 1.0
+                validate = self.validator is not None and (
+                    step % cfg.validation.eval_steps == 0 or step == cfg.optim.max_steps)
+                if validate and not nonfinite:
+                    result = self.validator.evaluate(self.engine, step=step)
+                    metrics.update(result["metrics"])
+                    metrics["time/validation"] = result["time_s"]
                 if nonfinite or step % cfg.log.logging_steps == 0 or step == cfg.optim.max_steps:
                     self.logger.log(step, metrics)  # a skipped step is always logged
                 if nonfinite:
@@ -457,8 +481,12 @@ class Trainer:
                 else:
                     self.nonfinite_run = 0
                 stopping = self._stop_signal is not None
-                if step % cfg.checkpoint.save_steps == 0 or step == cfg.optim.max_steps or stopping:
+                if step % cfg.checkpoint.save_steps == 0 or step == cfg.optim.max_steps or stopping or validate:
                     self._save(step)
+                if validate and not nonfinite:
+                    # Recorded after the save so the `best` link points at a real checkpoint.
+                    if self.best.update(step, result):
+                        self._print(f"[openrs] step {step}: new best validation score {result['score']:.4f}")
                 if stopping:
                     self.checkpointer.wait()
                     self._print(f"[openrs] stopped by signal after step {step}; checkpoint saved. "
