@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # JAX takes 75 % of a GPU by default; the 1.5B update plans ~55 GB at T = 4096 on an 80 GB
+    # card. Set before JAX initialises its backend; an explicit user setting wins.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.9")
     from openrs_jax.config import ConfigError, dump_yaml, load_config
 
     overrides = list(args.overrides)

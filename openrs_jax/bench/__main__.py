@@ -4,22 +4,25 @@ one GPU; one table and one JSON.
 
     python -m openrs_jax.bench --out bench.json                       # everything (~8 min, H100)
     python -m openrs_jax.bench --phases update --seq 2048 --remat dots,full --chunk 512,1024
-    python -m openrs_jax.bench --torch-compile                        # adds torch.compile rows
+    python -m openrs_jax.bench --torch-compile
 
 Phases
 - update: JAX `build_train_step` (the trainer's step; variants over --remat, --chunk and the
-  what-if --attn) against the TRL-style PyTorch step (eager; compiled with --torch-compile),
-  micro-batch --batch, T in --seq, prompt --prompt.
-- reference: JAX `build_logps_fn` against PyTorch no_grad forward + selective log-softmax.
+  what-if --forward variants of openrs_jax.bench.update) against the TRL-style PyTorch step
+  (eager; also compiled with --torch-compile), micro-batch --batch, T in --seq, prompt --prompt.
+- reference: JAX `build_logps_fn` against PyTorch no_grad forward + selective log-softmax,
+  T in --ref-seq.
 - generation: the `jax` engine against HF `generate` (openrs_jax.bench.decode's workers),
   batch --gen-batch, prompt --prompt, --gen-new new tokens.
 
 Columns: tokens/s counts all T tokens of every row (generation: new tokens); MFU = model
 FLOPs (openrs_jax.bench.update.model_flops: 6·N·T + 6·D·V·C + 6·L·N_h·H·T² per update row,
-a third of it per reference row, N without embeddings) / (time × bf16 matmul rate measured
-first in this run); peak GiB per worker process; ratio = JAX / PyTorch eager tokens/s at the
-same phase and T (ratio_compile: against torch.compile). In each (phase, T) the fastest JAX
-variant is marked `*` in notes, and the JSON's "best" lists it.
+a third of it per reference row, N without embeddings; generation: 2·(N + D·V) +
+4·L·N_h·H·context per new token) / (time × bf16 matmul rate), the rate being the larger of
+JAX's and PyTorch's n × n × n product measured first in this run; peak GiB per worker
+process; ratio = JAX / PyTorch eager tokens/s at the same phase and T (ratio_compile: against
+torch.compile). In each (phase, T) the fastest JAX row that is not a what-if variant is marked
+`*` in notes, and the JSON's "best" lists it.
 
 Every measurement runs in its own subprocess with a timeout (--timeout); an OOM or failure
 becomes a row with an error. Results are written to --out after every row. On a CPU (the smoke
@@ -56,11 +59,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--phases", default=",".join(PHASES), help="comma list of update,reference,generation")
     ap.add_argument("--skip-generation", action="store_true", help="drop the generation phase")
     ap.add_argument("--seq", default="1024,2048,4096", help="T values (prompt + completion) for update/reference")
+    ap.add_argument("--ref-seq", default="2048", help="T values for the reference phase")
     ap.add_argument("--prompt", type=int, default=256)
     ap.add_argument("--batch", type=int, default=6, help="micro-batch rows for update/reference")
     ap.add_argument("--remat", default="dots", help="JAX update variants: comma list of none,dots,full")
     ap.add_argument("--chunk", default="512", help="JAX log-prob chunk sizes (comma list)")
-    ap.add_argument("--attn", default="mask", help="JAX forward: mask (the trainer's) and/or causal (what-if)")
+    ap.add_argument("--forward", default="trainer",
+                    help="JAX update/reference forward: trainer (the only one now; kept for the record format)")
     ap.add_argument("--impls", default="jax,torch", help="comma list of jax,torch")
     ap.add_argument("--torch-compile", action="store_true", help="also run PyTorch with torch.compile")
     ap.add_argument("--warmup", type=int, default=2)
@@ -68,7 +73,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--gen-batch", type=int, default=96)
     ap.add_argument("--gen-new", type=int, default=1024)
     ap.add_argument("--gen-repeats", type=int, default=1)
-    ap.add_argument("--ceiling-n", type=int, default=8192, help="matmul size of the bf16 ceiling")
+    ap.add_argument("--ceiling-n", type=int, default=16384, help="matmul size of the bf16 ceiling")
     ap.add_argument("--timeout", type=float, default=600, help="seconds per measurement subprocess")
     ap.add_argument("--in-process", action="store_true", help="no subprocesses (tests; CPU only)")
     ap.add_argument("--out", default=None, help="JSON path (rewritten after every row)")
@@ -91,9 +96,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for r in _strs(args.remat):
         if r not in ("none", "dots", "full"):
             ap.error(f"--remat: {r!r} is not none, dots or full")
-    for a in _strs(args.attn):
-        if a not in ("mask", "causal"):
-            ap.error(f"--attn: {a!r} is not mask or causal")
+    for a in _strs(args.forward):
+        if a not in upd.FORWARDS:
+            ap.error(f"--forward: {a!r} is not one of {upd.FORWARDS}")
     args.model = {f: getattr(args, f) for f in ("num_layers", "hidden_size", "intermediate_size", "num_heads",
                                                  "num_kv_heads", "vocab_size", "head_dim") if getattr(args, f) is not None}
     return args
@@ -106,13 +111,13 @@ def plan(args) -> list[tuple[str, str, dict[str, Any]]]:
     for phase in ("update", "reference"):
         if phase not in args.phase_list:
             continue
-        for t in _ints(args.seq):
+        for t in _ints(args.seq if phase == "update" else args.ref_seq):
             if "jax" in args.impl_list:
                 remats = _strs(args.remat) if phase == "update" else ["none"]
-                for attn in _strs(args.attn):
+                for forward in _strs(args.forward):
                     for remat in remats:
                         for chunk in _ints(args.chunk):
-                            out.append((phase, f"jax_{phase}", dict(base, seq=t, remat=remat, chunk=chunk, attn=attn)))
+                            out.append((phase, f"jax_{phase}", dict(base, seq=t, remat=remat, chunk=chunk, forward=forward)))
             if "torch" in args.impl_list:
                 out.append((phase, f"torch_{phase}", dict(base, seq=t)))
                 if args.torch_compile:
@@ -127,8 +132,8 @@ def _notes(kind: str, spec: upd.Spec, res: dict[str, Any]) -> str:
         note = f"chunk={spec.chunk}"
     else:
         note = "compile" if spec.compile else "eager"
-    if kind.startswith("jax") and spec.attn == "causal":
-        note += " attn=causal(what-if)"
+    if kind.startswith("jax") and spec.forward != "trainer":
+        note += f" {spec.forward}(what-if)"
     if "error" in res:
         note += f" [{res['error']}]"
     return note
@@ -223,13 +228,19 @@ def main(argv=None) -> dict[str, Any]:
     # worker, so no allocator here holds memory the workers need.
     base = upd.Spec(batch=args.batch, prompt=args.prompt, seq=args.prompt + 1, ceiling_n=args.ceiling_n, model=args.model)
     ceil = upd.run_worker("ceiling", base, timeout_s=args.timeout, in_process=args.in_process)
-    flops_per_s = ceil.get("matmul_flops")
-    record: dict[str, Any] = {"env": ceil.get("env"), "matmul_flops": flops_per_s, "ceiling": ceil,
+    ceil_torch = (upd.run_worker("ceiling_torch", base, timeout_s=args.timeout, in_process=args.in_process)
+                  if "torch" in args.impl_list else {})
+    rates = [r["matmul_flops"] for r in (ceil, ceil_torch) if r.get("matmul_flops")]
+    flops_per_s = max(rates) if rates else None
+    record: dict[str, Any] = {"env": ceil.get("env"), "matmul_flops": flops_per_s,
+                              "ceiling": {"jax": ceil, "torch": ceil_torch},
                               "model": dataclasses.asdict(upd.model_config(args.model)),
                               "non_embedding_params": upd.model_config(args.model).num_params(include_embeddings=False),
                               "args": {k: v for k, v in vars(args).items() if k not in ("phase_list", "impl_list")},
                               "rows": [], "partial": True}
-    print(f"bf16 matmul ceiling: {(flops_per_s or 0) / 1e12:.1f} TFLOP/s  {ceil.get('env')}", flush=True)
+    print(f"bf16 matmul ceiling: {(flops_per_s or 0) / 1e12:.1f} TFLOP/s (jax "
+          f"{(ceil.get('matmul_flops') or 0) / 1e12:.1f}, torch {(ceil_torch.get('matmul_flops') or 0) / 1e12:.1f})  "
+          f"{ceil.get('env') or ceil.get('detail')}", flush=True)
     rows = record["rows"]
     for phase, kind, fields in plan(args):
         spec = upd.Spec(**fields)

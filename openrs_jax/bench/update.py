@@ -7,14 +7,14 @@ costs one row, not the table.
 
 The measured programs
 - `jax_update`: exactly the trainer's update. The model is built as the trainer builds it
-  (float32 master weights, bfloat16 compute, `create_sharded` on a one-device mesh), the step
+  (float32 master weights, bfloat16 compute, `create_sharded` on one device), the step
   is `trainer.step.build_train_step(..., num_micro=1)` with `make_optimizer` (global-norm clip
   1.0 + AdamW) and `LossSettings` as the trainer fills them (β = 0.04, "openrs" loss, entropy
   logged), params and optimizer state donated. Variants: `remat` ("none" | "dots" | "full")
-  and `chunk` (`LossSettings.logprob_chunk`). One what-if variant, `attn="causal"`, re-runs the
-  same step with the attention mask left out of the forward (exact here, where every mask is
-  full): it measures the gain of the change proposed in docs/BENCHMARKS-update-notes.md and is
-  labelled as such; it is not what the trainer runs.
+  and `chunk` (`LossSettings.logprob_chunk`). The step runs its forward over all T tokens,
+  right-padded, with no attention mask (cuDNN's causal flash kernel). Its first version ran
+  over T − 1 tokens with an explicit mask: cuDNN rejected the odd length, and the mask cost
+  13 % (the what-if rows that led to the change: docs/BENCHMARKS-update-notes.md).
 - `jax_reference`: `trainer.step.build_logps_fn(graphdef, loss, 1)` on bfloat16 parameters
   (the trainer's frozen reference copy).
 - `torch_update`: the TRL GRPO step (TRL 0.16, the version Open-RS ran): HF
@@ -74,7 +74,11 @@ def model_config(overrides: dict[str, Any] | None = None):
     the smoke test shrinks it). Imported lazily: the orchestrator must not import JAX."""
     from openrs_jax.model.config import deepseek_r1_distill_qwen_1p5b
 
-    return deepseek_r1_distill_qwen_1p5b(**(overrides or {}))
+    cfg = deepseek_r1_distill_qwen_1p5b(**(overrides or {}))
+    # A shrunken vocabulary cannot hold the preset's special ids (transformers warns).
+    ids = {k: None for k in ("bos_token_id", "eos_token_id")
+           if isinstance(getattr(cfg, k), int) and getattr(cfg, k) >= cfg.vocab_size}
+    return cfg.replace(**ids)
 
 
 def model_flops(cfg, seq: int, completion: int, phase: str) -> float:
@@ -110,11 +114,11 @@ class Spec:
     prompt: int = 256
     remat: str = "dots"
     chunk: int = 512
-    attn: str = "mask"  # "mask": the trainer's forward; "causal": the what-if variant
+    forward: str = "trainer"  # FORWARDS: the trainer's step, or a what-if variant of it
     compile: bool = False  # torch.compile
     warmup: int = 2
     repeats: int = 5
-    ceiling_n: int = 8192
+    ceiling_n: int = 16384
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
@@ -124,8 +128,8 @@ class Spec:
     def __post_init__(self):
         if not 0 < self.prompt < self.seq:
             raise ValueError(f"prompt length {self.prompt} must be in (0, seq={self.seq})")
-        if self.attn not in ("mask", "causal"):
-            raise ValueError(f"attn must be 'mask' or 'causal', got {self.attn!r}")
+        if self.forward not in FORWARDS:
+            raise ValueError(f"forward must be one of {FORWARDS}, got {self.forward!r}")
         if self.warmup < 1 or self.repeats < 1:
             raise ValueError(f"warmup ({self.warmup}) and repeats ({self.repeats}) must be >= 1")
 
@@ -157,18 +161,18 @@ def _median(xs: list[float]) -> float:
 
 
 def _jax_model(spec: Spec, param_dtype: str, remat: str):
-    """(graphdef, params, mesh) of the policy built as the trainer builds it."""
-    import jax
+    """(cfg, graphdef, params) of the policy built as the trainer builds it."""
     from flax import nnx
 
-    from openrs_jax import sharding as shd
     from openrs_jax.model import create_sharded
 
     cfg = model_config(spec.model).replace(dtype="bfloat16", param_dtype=param_dtype, remat=remat)
-    mesh = shd.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, devices=jax.devices()[:1])
-    model = create_sharded(cfg, mesh, shd.TRAIN_RULES, seed=SEED)
+    # One device, no mesh: the trainer's one-device mesh constrains nothing, and
+    # `create_sharded` with a mesh jits the random init, which takes XLA minutes to compile
+    # for the 1.5B shape (the eager init takes seconds).
+    model = create_sharded(cfg, None, seed=SEED)
     graphdef, params = nnx.split(model, nnx.Param)[:2]
-    return cfg, graphdef, params, mesh
+    return cfg, graphdef, params
 
 
 def _jax_loss_settings(spec: Spec):
@@ -185,11 +189,10 @@ def _jax_loss_settings(spec: Spec):
     )
 
 
-def _jax_batch(spec: Spec, cfg, mesh, with_ref: bool):
+def _jax_batch(spec: Spec, cfg, with_ref: bool):
     import jax
 
     from openrs_jax import grpo
-    from openrs_jax import sharding as shd
     from openrs_jax.trainer.step import TrainBatch
 
     host = synthetic_batch(cfg.vocab_size, spec.batch, spec.seq, spec.prompt)
@@ -199,36 +202,22 @@ def _jax_batch(spec: Spec, cfg, mesh, with_ref: bool):
     )
     batch = TrainBatch(
         tokens=host["tokens"],
-        attention_mask=host["attention_mask"],
-        positions=host["positions"],
+        prompt_lengths=np.full((spec.batch,), spec.prompt, np.int32),
         completion_mask=host["completion_mask"],
         advantages=host["advantages"],
         seq_weights=seq_w,
         ref_logps=host["ref_logps"] if with_ref else None,
     )
-    return jax.device_put(batch, jax.tree.map(lambda x: shd.batch_sharding(mesh, shd.TRAIN_RULES, x.ndim), batch))
+    return jax.device_put(batch, jax.devices()[0])
 
 
-def _causal_completion_logps(model, batch, loss, *, entropy: bool = False):
-    """`trainer.step.completion_logps` with the attention mask left out of the forward (the
-    cuDNN kernel then runs plain causal attention). Exact only when every mask is full."""
-    from openrs_jax import grpo
-
-    c = batch.completion_length
-    hidden = model.hidden_states(batch.tokens[:, :-1], batch.positions[:, :-1], None)
-    return grpo.token_logprobs(
-        hidden[:, -c:], model.lm_head_weight(), batch.tokens[:, -c:],
-        temperature=loss.logprob_temperature, chunk_size=loss.logprob_chunk,
-        return_entropy=entropy, compute_dtype=model.dtype,
-    )
+FORWARDS = ("trainer",)
 
 
-def _use_attn_variant(attn: str) -> None:
-    if attn == "causal":
-        from openrs_jax.trainer import step as step_module
-
-        # Worker process only: the step's forward is looked up in its module at trace time.
-        step_module.completion_logps = _causal_completion_logps
+def _use_forward(forward: str) -> None:
+    """Only the trainer's own forward is measured (the what-if variants became the trainer's)."""
+    if forward not in FORWARDS:
+        raise ValueError(f"forward must be one of {FORWARDS}, got {forward!r}")
 
 
 def _memory_plan(compiled) -> dict[str, float]:
@@ -257,19 +246,17 @@ def jax_update(spec: Spec) -> dict[str, Any]:
     import jax
 
     from openrs_jax.trainer.step import (
-        build_train_step, init_optimizer, lr_schedule, make_optimizer, optimizer_shardings,
+        build_train_step, init_optimizer, lr_schedule, make_optimizer,
     )
 
-    _use_attn_variant(spec.attn)
-    cfg, graphdef, params, mesh = _jax_model(spec, "float32", spec.remat)
+    _use_forward(spec.forward)
+    cfg, graphdef, params = _jax_model(spec, "float32", spec.remat)
     loss = _jax_loss_settings(spec)
     schedule = lr_schedule(1e-6, 500, 50)
     optimizer = make_optimizer(schedule, max_grad_norm=1.0)
-    param_sh = jax.tree.map(lambda x: x.sharding, params)
-    opt_sh = optimizer_shardings(optimizer, params)
-    opt_state = init_optimizer(optimizer, params, opt_sh)
-    step = build_train_step(graphdef, optimizer, schedule, loss, 1, param_shardings=param_sh, opt_shardings=opt_sh)
-    batch = _jax_batch(spec, cfg, mesh, with_ref=True)
+    opt_state = init_optimizer(optimizer, params)
+    step = build_train_step(graphdef, optimizer, schedule, loss, 1)
+    batch = _jax_batch(spec, cfg, with_ref=True)
 
     t0 = time.perf_counter()
     compiled = step.lower(params, opt_state, batch).compile()
@@ -309,10 +296,10 @@ def jax_reference(spec: Spec) -> dict[str, Any]:
 
     from openrs_jax.trainer.step import build_logps_fn
 
-    _use_attn_variant(spec.attn)
-    cfg, graphdef, params, mesh = _jax_model(spec, "bfloat16", "none")
+    _use_forward(spec.forward)
+    cfg, graphdef, params = _jax_model(spec, "bfloat16", "none")
     fn = build_logps_fn(graphdef, _jax_loss_settings(spec), 1)
-    batch = _jax_batch(spec, cfg, mesh, with_ref=False)
+    batch = _jax_batch(spec, cfg, with_ref=False)
     t0 = time.perf_counter()
     compiled = fn.lower(params, batch).compile()
     compile_s = time.perf_counter() - t0
@@ -494,8 +481,38 @@ def ceiling(spec: Spec) -> dict[str, Any]:
     return {"env": env, "matmul_flops": common.matmul_flops(spec.ceiling_n), "matmul_n": spec.ceiling_n}
 
 
+def ceiling_torch(spec: Spec) -> dict[str, Any]:
+    """The bf16 matmul rate (FLOP/s) of an n × n × n product through PyTorch, timed with CUDA
+    events (median of 10 after 3 warm-ups), n = spec.ceiling_n; the run's MFU denominator is
+    the larger of this and `ceiling` (the device's best demonstrated rate)."""
+    import torch
+
+    n = spec.ceiling_n
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    gen = torch.Generator(device=device).manual_seed(SEED)
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=gen)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=gen)
+    times = []
+    for i in range(13):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            a @ b
+            end.record()
+            end.synchronize()
+            dt = start.elapsed_time(end) / 1e3
+        else:
+            t0 = time.perf_counter()
+            a @ b
+            dt = time.perf_counter() - t0
+        if i >= 3:
+            times.append(dt)
+    return {"matmul_flops": 2 * n**3 / _median(times), "matmul_n": n}
+
+
 WORKERS: dict[str, Callable[[Spec], dict[str, Any]]] = {
     "ceiling": ceiling,
+    "ceiling_torch": ceiling_torch,
     "jax_update": jax_update,
     "jax_reference": jax_reference,
     "torch_update": torch_update,

@@ -1,14 +1,17 @@
 """The jitted phases of a GRPO step: reference/old log-probs and the update.
 
     TrainBatch (host numpy, B = P·G rows)
-      tokens [B, T] = prompt (left-padded to Tp) ++ completion (right-padded to C), T = Tp + C
+      tokens [B, T] = prompt ++ completion ++ padding (right only), T = Tp + C
       ─► logps_fn(params, batch)                 one jit: per-token log-probs [B, C]
       ─► train_step(params, opt_state, batch)    one jit: A micro-batches under lax.scan
              (forward → chunked log-probs → grpo_loss → backward, float32 gradient sum),
              global-norm clip, AdamW; a non-finite loss or gradient is not applied.
 
-The hidden state at position Tp − 1 + j predicts completion token j, so the model runs over
-tokens[:, :-1] and log-probs are taken from its last C positions.
+Every row starts at position 0 and all padding sits at the right end, so the forward needs no
+attention mask at all: causal attention is exact for the real tokens (padding comes after
+them), and on GPU it runs cuDNN's mask-free causal flash kernel. Row b's completion token j is
+predicted by the hidden state at position p_b − 1 + j (p_b = its prompt length); those C
+states are gathered per row.
 
 Gradient accumulation is exact for every loss type: `seq_weights` come from the full batch's
 mask (`grpo.sequence_weights`), so the sum of the micro-batch losses is the full-batch loss.
@@ -35,9 +38,8 @@ from openrs_jax import grpo
 class TrainBatch:
     """One optimizer step's data. Optional fields are None when unused (static in the jit)."""
 
-    tokens: jax.Array  # [B, T] int32
-    attention_mask: jax.Array  # [B, T] int32
-    positions: jax.Array  # [B, T] int32
+    tokens: jax.Array  # [B, T] int32: prompt ++ completion ++ pad
+    prompt_lengths: jax.Array  # [B] int32
     completion_mask: jax.Array  # [B, C] float32
     advantages: jax.Array  # [B] float32
     seq_weights: jax.Array  # [B] float32
@@ -81,25 +83,24 @@ def build_train_batch(
     completion_length: int,
     sampling_logps: np.ndarray | None = None,
 ) -> TrainBatch:
-    """Lays out B = P·G rows: row b = prompt b // G (left-padded to `prompt_length`) followed by
-    its completion (right-padded to `completion_length`). Both lengths are fixed per run
-    bucket so the update compiles once per bucket, not once per step."""
+    """Lays out B = P·G rows: row b = prompt b // G, then its completion, then padding up to
+    T = `prompt_length` + `completion_length`. Both lengths are fixed per run bucket so the
+    update compiles once per bucket, not once per step."""
     b = completion_ids.shape[0]
     c_in = completion_ids.shape[1]
     if c_in > completion_length:
         raise ValueError(f"completions of width {c_in} exceed completion_length {completion_length}")
     t = prompt_length + completion_length
     tokens = np.full((b, t), pad_token_id, np.int32)
-    attn = np.zeros((b, t), np.int32)
+    lengths = np.zeros((b,), np.int32)
+    completions = np.where(completion_mask > 0, completion_ids, pad_token_id)
     for row in range(b):
         p = prompt_ids[row // num_generations][-prompt_length:]
-        tokens[row, prompt_length - len(p) : prompt_length] = p
-        attn[row, prompt_length - len(p) : prompt_length] = 1
+        lengths[row] = len(p)
+        tokens[row, : len(p)] = p
+        tokens[row, len(p) : len(p) + c_in] = completions[row]
     cmask = np.zeros((b, completion_length), np.float32)
     cmask[:, :c_in] = completion_mask
-    tokens[:, prompt_length : prompt_length + c_in] = np.where(completion_mask > 0, completion_ids, pad_token_id)
-    attn[:, prompt_length:] = cmask.astype(np.int32)
-    positions = np.maximum(np.cumsum(attn, axis=1) - 1, 0).astype(np.int32)
     seq_w = np.asarray(
         grpo.sequence_weights(
             cmask, loss_type=loss.loss_type, num_generations=num_generations,
@@ -113,8 +114,7 @@ def build_train_batch(
         samp[:, :c_in] = sampling_logps
     return TrainBatch(
         tokens=tokens,
-        attention_mask=attn,
-        positions=positions,
+        prompt_lengths=lengths,
         completion_mask=cmask,
         advantages=np.asarray(advantages, np.float32),
         seq_weights=seq_w,
@@ -180,13 +180,14 @@ def completion_logps(
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Per-token log-probs [B, C] of the completion tokens under `model` (float32)."""
     c = batch.completion_length
-    hidden = model.hidden_states(
-        batch.tokens[:, :-1], batch.positions[:, :-1], batch.attention_mask[:, :-1]
-    )  # [B, T-1, D]
+    hidden = model.hidden_states(batch.tokens)  # [B, T, D]: positions 0..T-1, causal, no mask
+    idx = batch.prompt_lengths[:, None] - 1 + jnp.arange(c, dtype=jnp.int32)[None]  # [B, C]
+    h = jnp.take_along_axis(hidden, idx[:, :, None], axis=1)  # [B, C, D]
+    targets = jnp.take_along_axis(batch.tokens, idx + 1, axis=1)  # [B, C]
     return grpo.token_logprobs(
-        hidden[:, -c:],
+        h,
         model.lm_head_weight(),
-        batch.tokens[:, -c:],
+        targets,
         temperature=loss.logprob_temperature,
         chunk_size=loss.logprob_chunk,
         return_entropy=entropy,
