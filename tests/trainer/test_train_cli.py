@@ -50,7 +50,7 @@ def test_quickstart_reward_rises(quickstart_run):
     assert "step 300/300" in proc.stdout
     assert (out / "config.yaml").is_file() and (out / "plots" / "overview.png").is_file()
     assert (out / "completions.jsonl").is_file()
-    assert list((out / "tensorboard").glob("events.out.tfevents.*")) == [] or True  # quickstart: no TB sink
+    assert not (out / "tensorboard").exists()  # the quickstart reports to stdout and jsonl only
     # The plot CLI redraws from metrics.jsonl.
     proc = run_cli("openrs_jax.plot", str(out), "--out", str(out / "replot"))
     assert proc.returncode == 0, proc.stderr
