@@ -221,7 +221,7 @@ class JaxEngine(RolloutEngine):
         return fn
 
     @staticmethod
-    @functools.partial(jax.jit, donate_argnums=(0,), static_argnums=(1,))
+    @functools.partial(jax.jit, static_argnums=(1,))  # new shapes: nothing to donate into
     def _grow_cache(state: DecodeState, length: int):
         """Pads every cache buffer to `length` slots (new slots empty and invalid)."""
         extra = length - state.cache.max_length
@@ -234,7 +234,7 @@ class JaxEngine(RolloutEngine):
         return dataclasses.replace(state, cache=cache)
 
     @staticmethod
-    @functools.partial(jax.jit, donate_argnums=(0,))
+    @jax.jit  # a smaller batch: the old buffers cannot be reused for the output
     def _take_rows(state: DecodeState, idx):
         """Gathers rows `idx` of every [B, ...] array of the carry (compaction)."""
         cache = KVCache(
