@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,9 +25,6 @@ from openrs_jax.bench import common
 
 def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None = None,
              cache_mode: str = "grow", temperature: float = 0.7) -> dict:
-    import jax
-    import jax.numpy as jnp
-
     from openrs_jax.model import create_sharded, deepseek_r1_distill_qwen_1p5b
     from openrs_jax.rollout.base import SamplingParams
     from openrs_jax.rollout.jax_engine import JaxEngine
@@ -134,8 +130,6 @@ def main(argv=None):
         with open(args._result, "w") as f:
             json.dump(res, f)
         return
-
-    import jax.numpy as jnp  # noqa: F401  (initialises the backend for the ceilings)
 
     from openrs_jax.model import deepseek_r1_distill_qwen_1p5b
 

@@ -19,7 +19,7 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from openrs_jax import sharding as shd
-from openrs_jax.model.attention import Attention, KVCache, LayerCache
+from openrs_jax.model.attention import Attention, KVCache
 from openrs_jax.model.config import ModelConfig
 from openrs_jax.model.layers import MLP, RMSNorm, param, rope_cos_sin
 

@@ -20,7 +20,6 @@ mask (`grpo.sequence_weights`), so the sum of the micro-batch losses is the full
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Any, Callable
 

@@ -43,7 +43,7 @@ from flax import nnx
 
 from openrs_jax import grpo
 from openrs_jax import sharding as shd
-from openrs_jax.checkpoint import CheckpointError, RunCheckpointer, abstract_with_shardings
+from openrs_jax.checkpoint import RunCheckpointer, abstract_with_shardings
 from openrs_jax.config import ConfigError, RunConfig, dump_yaml
 from openrs_jax.metrics import COMPLETIONS_FILE, METRICS_FILE, JsonlWriter, MetricsLogger, truncate_after
 from openrs_jax.rollout.base import FINISH_LENGTH, SamplingParams

@@ -1,8 +1,6 @@
 """The real R1-distill tokenizer drives a model of the R1-distill shape end to end."""
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 import tokenizers
 from flax import nnx
 

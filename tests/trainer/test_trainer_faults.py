@@ -2,7 +2,6 @@
 
 import errno
 
-import numpy as np
 import pytest
 
 from openrs_jax.checkpoint import CheckpointError, RunCheckpointer

@@ -1,7 +1,6 @@
 """HF import/export: bit-identical round trip, sharded index files, clear errors."""
 
 import json
-import shutil
 
 import jax.numpy as jnp
 import numpy as np
