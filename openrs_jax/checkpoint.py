@@ -127,7 +127,7 @@ def load_model_from_run(run_dir: str | os.PathLike, step: int | None = None, *, 
     from openrs_jax.config import load_config
     from openrs_jax.data import load_tokenizer
     from openrs_jax.model import create_sharded
-    from openrs_jax.trainer.setup import model_config_for
+    from openrs_jax.weights.resolve import model_config_for
 
     run_dir = pathlib.Path(run_dir)
     cfg_file = run_dir / "config.yaml"

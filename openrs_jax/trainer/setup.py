@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import pathlib
 from typing import Any
 
 import jax
@@ -12,35 +10,7 @@ import jax.numpy as jnp
 from openrs_jax import sharding as shd
 from openrs_jax.config import ConfigError, RunConfig
 from openrs_jax.model import ModelConfig, Qwen2, create_sharded
-
-
-def resolve_model_dir(name_or_path: str) -> pathlib.Path:
-    """A local HF directory, or a hub id downloaded (once, cached) with huggingface_hub."""
-    p = pathlib.Path(name_or_path).expanduser()
-    if p.exists():
-        return p
-    if name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path and name_or_path.count("/") > 1:
-        raise ConfigError(f"model.name_or_path: {name_or_path} does not exist")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return pathlib.Path(
-            snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"])
-        )
-    except Exception as e:  # noqa: BLE001 — no network, unknown repo, ...
-        raise ConfigError(
-            f"model.name_or_path: {name_or_path!r} is not a local directory and could not be downloaded "
-            f"from the Hugging Face hub ({type(e).__name__}: {e}); pass a local HF directory"
-        ) from None
-
-
-def model_config_for(cfg: RunConfig) -> ModelConfig:
-    """The ModelConfig of a run: the checkpoint's config.json, or the preset; with overrides."""
-    if cfg.model.name_or_path is None:
-        return cfg.model.preset_config()
-    from openrs_jax.weights import load_model_config
-
-    return load_model_config(resolve_model_dir(cfg.model.name_or_path), **cfg.model.model_config_overrides())
+from openrs_jax.weights.resolve import model_config_for, resolve_model_dir
 
 
 def build_meshes(cfg: RunConfig) -> tuple[jax.sharding.Mesh, jax.sharding.Mesh | None]:

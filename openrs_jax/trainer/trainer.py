@@ -513,7 +513,7 @@ class Trainer:
 
     def _finish(self) -> None:
         try:
-            from openrs_jax.plot import plot_run
+            from openrs_jax.plotting import plot_run
 
             paths = plot_run(self.run_dir)
             self._print(f"[openrs] plots: {', '.join(str(p) for p in paths)}")
