@@ -22,6 +22,8 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from openrs_jax import sharding as shd
+
 CHECKPOINT_SUBDIR = "checkpoints"
 
 
@@ -126,7 +128,7 @@ def load_model_from_run(run_dir: str | os.PathLike, step: int | None = None, *, 
     (default: the latest) in a model built from the run's own config.yaml."""
     from openrs_jax.config import load_config
     from openrs_jax.data import load_tokenizer
-    from openrs_jax.model import create_sharded
+    from openrs_jax.model import abstract_model
     from openrs_jax.weights.resolve import model_config_for
 
     run_dir = pathlib.Path(run_dir)
@@ -146,25 +148,18 @@ def load_model_from_run(run_dir: str | os.PathLike, step: int | None = None, *, 
             step = max(steps)
         elif step not in steps:
             raise CheckpointError(f"no checkpoint for step {step} in {ckpt.directory}; saved steps: {sorted(steps)}")
-        model = nnx.eval_shape(lambda: create_sharded(model_cfg, None))
-        graphdef, abstract = nnx.split(model)
+        graphdef, abstract = nnx.split(abstract_model(model_cfg))
         if mesh is not None:
-            from openrs_jax import sharding as shd
-
             shardings = shd.state_shardings(abstract, mesh, shd.TRAIN_RULES)
-            abstract = jax.tree.map(
-                lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings
-            )
         else:
-            dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-            abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=dev), abstract)
+            device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            shardings = jax.tree.map(lambda _: device, abstract)
+        abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
         params, _, _ = ckpt.restore(step, abstract, None)
     finally:
         ckpt.close()
     model = nnx.merge(graphdef, params)
     if mesh is not None:
-        from openrs_jax import sharding as shd
-
         model.set_sharding(mesh, shd.TRAIN_RULES)
     tokenizer = load_tokenizer(cfg.model.tokenizer_path)
     return model, tokenizer, step

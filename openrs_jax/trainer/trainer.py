@@ -402,13 +402,11 @@ class Trainer:
         return jax.tree.map(one, host)
 
     def _metrics(self, per_reward, total, batch, truncated, m, g) -> dict[str, float]:
-        grouped = total.reshape(-1, g)
         lengths = batch.lengths.astype(np.float64)
         term = lengths[~truncated]
+        stats = grpo.reward_stats(jnp.asarray(total, jnp.float32), g, scale=self.cfg.grpo.scale_rewards)
         out = {
-            "reward": float(total.mean()),
-            "reward_std": float(grouped.std(axis=1, ddof=1).mean()),
-            "frac_reward_zero_std": float((grouped.std(axis=1) == 0).mean()),
+            **{k: float(v) for k, v in stats.items()},  # reward, reward_std, frac_reward_zero_std
             "completions/mean_length": float(lengths.mean()),
             "completions/min_length": float(lengths.min()),
             "completions/max_length": float(lengths.max()),
