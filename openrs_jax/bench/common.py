@@ -90,19 +90,27 @@ def write_json(path: str | os.PathLike | None, record: dict[str, Any]) -> None:
 def random_hf_checkpoint(out_dir: str | os.PathLike, cfg, dtype: str = "bfloat16", seed: int = 0) -> pathlib.Path:
     """A random-init HF Qwen2 of config `cfg` saved by transformers (as users' checkpoints are)."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
 
     out_dir = pathlib.Path(out_dir)
     if (out_dir / "config.json").exists():
         return out_dir
     torch.manual_seed(seed)
-    hf = cfg.to_hf_config(dtype)
-    hf.pop("architectures"), hf.pop("model_type"), hf.pop("torch_dtype")
     with torch.device("cpu"):
-        model = Qwen2ForCausalLM(Qwen2Config(**hf)).to(getattr(torch, dtype))
+        model = Qwen2ForCausalLM(hf_qwen2_config(cfg)).to(getattr(torch, dtype))
     model.save_pretrained(out_dir)
     del model
     return out_dir
+
+
+def hf_qwen2_config(cfg, **kwargs):
+    """The `transformers.Qwen2Config` of a ModelConfig (the PyTorch side of the benchmarks)."""
+    from transformers import Qwen2Config
+
+    hf = cfg.to_hf_config()
+    for key in ("architectures", "model_type", "torch_dtype"):
+        hf.pop(key)
+    return Qwen2Config(**hf, **kwargs)
 
 
 def kv_bytes_per_token(cfg, bytes_per_el: int = 2) -> int:

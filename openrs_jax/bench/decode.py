@@ -52,17 +52,14 @@ def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None
 
 def _hf_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None = None) -> dict:
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
 
     from openrs_jax.model import deepseek_r1_distill_qwen_1p5b
 
     cfg = deepseek_r1_distill_qwen_1p5b(**({} if layers is None else {"num_layers": layers}))
-    hf = cfg.to_hf_config("bfloat16")
-    for k in ("architectures", "model_type", "torch_dtype"):
-        hf.pop(k)
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = Qwen2ForCausalLM(Qwen2Config(**hf, attn_implementation="sdpa")).to(torch.bfloat16).eval()
+        model = Qwen2ForCausalLM(common.hf_qwen2_config(cfg, attn_implementation="sdpa")).to(torch.bfloat16).eval()
     ids = torch.tensor(common.np_random_tokens(batch, prompt, 150000), device="cuda")
     mask = torch.ones_like(ids)
 
@@ -86,10 +83,8 @@ def _hf_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None 
             "peak_GiB": torch.cuda.max_memory_allocated() / 2**30}
 
 
-_OPTS = {"cache_mode": "grow", "temperature": 0.7}
-
-
-def _in_subprocess(kind: str, batch: int, prompt: int, new: int, repeats: int, layers: int | None) -> dict:
+def _in_subprocess(kind: str, batch: int, prompt: int, new: int, repeats: int, layers: int | None,
+                   cache_mode: str, temperature: float) -> dict:
     """Each engine in its own process: JAX and torch do not share the GPU allocator."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         path = f.name
@@ -97,7 +92,7 @@ def _in_subprocess(kind: str, batch: int, prompt: int, new: int, repeats: int, l
            "--prompt", str(prompt), "--new", str(new), "--repeats", str(repeats), "--_result", path]
     if layers is not None:
         cmd += ["--layers", str(layers)]
-    cmd += ["--cache-mode", _OPTS["cache_mode"], "--temperature", str(_OPTS["temperature"])]
+    cmd += ["--cache-mode", cache_mode, "--temperature", str(temperature)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"engine": kind, "batch": batch, "new": new, "error": proc.stderr[-2000:]}
@@ -121,7 +116,7 @@ def main(argv=None):
     ap.add_argument("--_result", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     batches = [int(x) for x in args.batches.split(",")]
-    _OPTS.update(cache_mode=args.cache_mode, temperature=args.temperature)
+    opts = (args.layers, args.cache_mode, args.temperature)
     news = [int(x) for x in args.new.split(",")]
     if args.__dict__["_worker"]:
         fn = _jax_run if args._worker == "jax" else _hf_run
@@ -141,10 +136,10 @@ def main(argv=None):
     for new in news:
         for b in batches:
             if args.only in (None, "jax"):
-                rows.append(_in_subprocess("jax", b, args.prompt, new, args.repeats, args.layers))
+                rows.append(_in_subprocess("jax", b, args.prompt, new, args.repeats, *opts))
                 print(rows[-1], flush=True)
             if args.only in (None, "hf") and str(new) in args.hf_new.split(","):
-                rows.append(_in_subprocess("hf", b, args.prompt, new, args.repeats, args.layers))
+                rows.append(_in_subprocess("hf", b, args.prompt, new, args.repeats, *opts))
                 print(rows[-1], flush=True)
             common.write_json(args.out, {"env": env, "rows": rows, "partial": True})
     bw = common.hbm_bandwidth()

@@ -341,18 +341,17 @@ def selective_log_softmax(logits, index):
 
 def _torch_setup(spec: Spec, train: bool):
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import Qwen2ForCausalLM
+
+    from openrs_jax.bench.common import hf_qwen2_config
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     cfg = model_config(spec.model)
-    hf = cfg.to_hf_config("bfloat16")
-    for k in ("architectures", "model_type", "torch_dtype"):
-        hf.pop(k)
     torch.manual_seed(SEED)
     with device:
-        model = Qwen2ForCausalLM(Qwen2Config(**hf, attn_implementation="sdpa")).to(torch.bfloat16)
+        model = Qwen2ForCausalLM(hf_qwen2_config(cfg, attn_implementation="sdpa")).to(torch.bfloat16)
     model.config.use_cache = False
     if train:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
