@@ -78,23 +78,28 @@ def build_train_batch(
     num_generations: int,
     pad_token_id: int,
     loss: LossSettings,
-    prompt_length: int,
+    total_length: int,
     completion_length: int,
     sampling_logps: np.ndarray | None = None,
 ) -> TrainBatch:
     """Lays out B = P·G rows: row b = prompt b // G, then its completion, then padding up to
-    T = `prompt_length` + `completion_length`. Both lengths are fixed per run bucket so the
-    update compiles once per bucket, not once per step."""
+    T = `total_length`; the completion-aligned arrays are `completion_length` wide. Both are
+    bucketed by the caller so the update compiles once per bucket, not once per step. Rows
+    keep their own prompt length (no left padding), so T need only cover the longest
+    prompt + completion; completion columns past a row's end are masked (see
+    `completion_logps`)."""
     b = completion_ids.shape[0]
     c_in = completion_ids.shape[1]
     if c_in > completion_length:
         raise ValueError(f"completions of width {c_in} exceed completion_length {completion_length}")
-    t = prompt_length + completion_length
-    tokens = np.full((b, t), pad_token_id, np.int32)
+    longest = max(len(prompt_ids[row // num_generations]) for row in range(b)) + c_in
+    if longest > total_length:
+        raise ValueError(f"prompt + completion of {longest} tokens exceed total_length {total_length}")
+    tokens = np.full((b, total_length), pad_token_id, np.int32)
     lengths = np.zeros((b,), np.int32)
     completions = np.where(completion_mask > 0, completion_ids, pad_token_id)
     for row in range(b):
-        p = prompt_ids[row // num_generations][-prompt_length:]
+        p = prompt_ids[row // num_generations]
         lengths[row] = len(p)
         tokens[row, : len(p)] = p
         tokens[row, len(p) : len(p) + c_in] = completions[row]
@@ -179,8 +184,14 @@ def completion_logps(
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Per-token log-probs [B, C] of the completion tokens under `model` (float32)."""
     c = batch.completion_length
+    t = batch.tokens.shape[1]
     hidden = model.hidden_states(batch.tokens)  # [B, T, D]: positions 0..T-1, causal, no mask
+    # Row b's completion token j sits at position p_b + j and is predicted from p_b - 1 + j.
+    # Columns past the row's completion may point beyond T (C and T are bucketed separately):
+    # clip them into range, their mask is 0. Valid columns are never clipped because
+    # p_b + len(completion_b) <= T (build_train_batch checks it).
     idx = batch.prompt_lengths[:, None] - 1 + jnp.arange(c, dtype=jnp.int32)[None]  # [B, C]
+    idx = jnp.minimum(idx, t - 2)
     h = jnp.take_along_axis(hidden, idx[:, :, None], axis=1)  # [B, C, D]
     targets = jnp.take_along_axis(batch.tokens, idx + 1, axis=1)  # [B, C]
     return grpo.token_logprobs(

@@ -19,7 +19,7 @@ the sampler has its own devices and receives the weights after each update.
 Where we depart from TRL/Open-R1 (numbered, see also `openrs_jax.grpo.loss`):
 1. One SPMD program: rollout, reference and update share the mesh (the `jax` engine), or
    rollouts come from an external vLLM server (the paper's layout).
-2. Batches are padded to length buckets (prompt 128, completion 128 tokens) so the update
+2. Batches are padded to length buckets (total and completion length, 512 tokens) so the update
    compiles once per bucket; padding is masked out of every quantity.
 3. The reference model is the initial policy, rebuilt from the config on resume (it is not
    stored in checkpoints).
@@ -60,12 +60,27 @@ from openrs_jax.trainer.step import (
     round_up,
 )
 
-# Coarse length buckets: each new (prompt, completion) bucket compiles the update and the
+# Coarse length buckets: each new (total, completion) bucket compiles the update and the
 # reference pass once (about 40 s for the 1.5B model on an H100), so few buckets matter more
-# than the last padded token.
-PROMPT_BUCKET = 128
-COMPLETION_BUCKET = 128
+# than the last padded token. Rows carry their own prompt length, so only the total length T
+# and the completion width C shape the program: for openrs3 (prompts <= 512, completions
+# <= 3584) C takes at most 7 values and T - C at most 3, against 112 (prompt, completion)
+# pairs with 128-token buckets of each.
+LENGTH_BUCKET = 512
 MAX_DYNAMIC_SAMPLING_ROUNDS = 3
+
+
+def length_buckets(
+    max_prompt: int, completion_width: int, max_prompt_length: int, max_completion_length: int
+) -> tuple[int, int]:
+    """(T, C) for a step: T covers the longest prompt + the completion width, C the width;
+    each rounded up to LENGTH_BUCKET (or to the configured maximum when that is smaller, so a
+    small model's run is one bucket)."""
+    t_bucket = min(LENGTH_BUCKET, max_prompt_length + max_completion_length)
+    c_bucket = min(LENGTH_BUCKET, max_completion_length)
+    comp_len = round_up(max(completion_width, 1), c_bucket)
+    total_len = round_up(max_prompt + max(completion_width, 1), t_bucket)
+    return total_len, comp_len
 
 
 class NonFiniteError(RuntimeError):
@@ -337,15 +352,14 @@ class Trainer:
         truncated = np.array([r == FINISH_LENGTH for r in batch.finish_reasons])
         if cfg.grpo.mask_truncated_completions:
             mask = mask * (~truncated)[:, None]
-        max_prompt = max(len(e["prompt_ids"]) for e in examples)
-        p_bucket = min(PROMPT_BUCKET, cfg.data.max_prompt_length)
-        c_bucket = min(COMPLETION_BUCKET, cfg.rollout.max_completion_length)
-        prompt_len = round_up(max_prompt, p_bucket)
-        comp_len = min(round_up(max(mask.shape[1], 1), c_bucket), round_up(cfg.rollout.max_completion_length, c_bucket))
+        total_len, comp_len = length_buckets(
+            max(len(e["prompt_ids"]) for e in examples), mask.shape[1],
+            cfg.data.max_prompt_length, cfg.rollout.max_completion_length,
+        )
         host = build_train_batch(
             [e["prompt_ids"] for e in examples], batch.completion_ids, mask, np.zeros(mask.shape[0], np.float32),
             num_generations=g, pad_token_id=self.pad_id, loss=self.loss,
-            prompt_length=prompt_len, completion_length=comp_len,
+            total_length=total_len, completion_length=comp_len,
             sampling_logps=batch.logprobs if cfg.grpo.vllm_importance_sampling_correction else None,
         )
         shardings = self._batch_shardings(host)

@@ -34,13 +34,16 @@ def _setup(seed=0):
     return model, prompts, comp, mask, adv
 
 
-def test_completion_logps_match_per_row_forward():
+# (16, 8): room to spare. (13, 8): T is exactly the longest prompt (7) + completion width (6),
+# so the completion columns of long-prompt rows run past T and are clipped (masked) there.
+@pytest.mark.parametrize("total,width", [(16, 8), (13, 8)])
+def test_completion_logps_match_per_row_forward(total, width):
     model, prompts, comp, mask, adv = _setup()
     loss = LossSettings(num_generations=G, loss_type="openrs")
     batch = build_train_batch(prompts, comp, mask, adv, num_generations=G, pad_token_id=0, loss=loss,
-                              prompt_length=8, completion_length=8)
+                              total_length=total, completion_length=width)
     got = np.asarray(completion_logps(model, jax.tree.map(jnp.asarray, batch), loss))
-    assert got.shape == (6, 8)
+    assert got.shape == (6, width) and np.isfinite(got).all()
     for row in range(6):
         n = int(mask[row].sum())
         seq = prompts[row // G] + comp[row, :n].tolist()
@@ -61,7 +64,7 @@ def test_micro_batches_give_the_full_batch_update(loss_type):
     # g / (|g| + ε), would amplify float rounding of near-zero gradients.)
     opt = optax.sgd(sched)
     batch = jax.tree.map(jnp.asarray, build_train_batch(prompts, comp, mask, adv, num_generations=G, pad_token_id=0,
-                                                       loss=loss, prompt_length=8, completion_length=8))
+                                                       loss=loss, total_length=16, completion_length=8))
     ref = build_logps_fn(graphdef, loss, 1)(params, batch) - 0.1  # a reference a little off the policy
     batch = batch.__class__(**{**batch.__dict__, "ref_logps": ref})
     outs = []
@@ -87,3 +90,24 @@ def test_cosine_with_min_lr_schedule_matches_hf():
             progress = (step - 50) / 450
             want = 1e-6 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * progress)))
         assert float(sched(step)) == pytest.approx(want, rel=1e-5, abs=1e-14)
+
+
+def test_train_batch_rejects_a_total_length_that_cuts_a_row():
+    _, prompts, comp, mask, adv = _setup()
+    loss = LossSettings(num_generations=G)
+    with pytest.raises(ValueError, match="exceed total_length 12"):
+        build_train_batch(prompts, comp, mask, adv, num_generations=G, pad_token_id=0, loss=loss,
+                          total_length=12, completion_length=8)
+
+
+def test_length_buckets():
+    from openrs_jax.trainer.trainer import length_buckets
+
+    # openrs3: prompts <= 512, completions <= 3584: 512-token buckets.
+    assert length_buckets(300, 3584, 512, 3584) == (4096, 3584)
+    assert length_buckets(300, 3000, 512, 3584) == (3584, 3072)
+    assert length_buckets(100, 3000, 512, 3584) == (3584, 3072)
+    assert length_buckets(513, 1, 512, 3584) == (1024, 512)
+    # A small run is one bucket: the configured maxima are smaller than 512.
+    assert length_buckets(5, 3, 16, 8) == (24, 8)
+    assert length_buckets(16, 8, 16, 8) == (24, 8)
