@@ -7,7 +7,8 @@
 #   [NAME=openrs3] bash scripts/gpu_openrs3_steps.sh OUT_DIR [STEPS] [extra --set overrides...]
 #
 # Writes OUT_DIR/$NAME.metrics.jsonl and OUT_DIR/$NAME.log; the run directory is /tmp/$NAME.
-# The random checkpoint (/tmp/r1_random) is made once per machine and reused.
+# The random checkpoint (/tmp/r1_random) is made once per machine and reused. LOG_DROP is the
+# pattern of log lines left out (default "warn"; with JAX_LOG_COMPILES=1 use e.g. "userwarning").
 set -euo pipefail
 OUT=${1:?out dir}; STEPS=${2:-3}; shift 2 || true
 NAME=${NAME:-openrs3}
@@ -33,7 +34,7 @@ python3 -m openrs_jax.train --config openrs3 \
   --set data.solution_column=answer --set data.box_solution=true \
   --set optim.max_steps="$STEPS" --set checkpoint.save_steps=1000 \
   --set checkpoint.output_dir="/tmp/$NAME" --set "log.report_to=[stdout, jsonl]" \
-  --set rewards.num_workers=8 "$@" 2>&1 | grep -v -i "warn" > "$OUT/$NAME.log"
+  --set rewards.num_workers=8 "$@" 2>&1 | grep -v -i "${LOG_DROP:-warn}" > "$OUT/$NAME.log"
 rc=${PIPESTATUS[0]}
 set -e
 cp "/tmp/$NAME/metrics.jsonl" "$OUT/$NAME.metrics.jsonl" 2>/dev/null || true

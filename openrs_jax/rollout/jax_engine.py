@@ -81,6 +81,10 @@ class JaxEngine(RolloutEngine):
     kv_bucket: granularity of the cache read bound (fewer compilations vs. fewer wasted reads).
     segment_len: decode steps between host checks (early stop, compaction).
     compact: gather running rows into a smaller batch when at most half are running.
+    unroll: decode steps per `while_loop` iteration. On a GPU each iteration ends with the
+      loop predicate read back by the host before the next launches, so small batches are
+      bound by launch overhead, not HBM; k steps per iteration pay it once per k tokens
+      (the same tokens: each step's PRNG key is folded from its own step number).
     """
 
     def __init__(
@@ -97,10 +101,14 @@ class JaxEngine(RolloutEngine):
         prompt_bucket: int = 32,
         compact: bool = True,
         cache_mode: str = "grow",
+        unroll: int = 1,
         verbose: bool = False,
     ):
         if cache_mode not in ("grow", "slice"):
             raise ValueError(f"cache_mode must be 'grow' or 'slice', got {cache_mode!r}")
+        if unroll < 1:
+            raise ValueError(f"unroll must be >= 1, got {unroll}")
+        self.unroll = int(unroll)
         self.cache_mode = cache_mode
         self.config = model.config
         self.mesh = mesh
@@ -115,6 +123,7 @@ class JaxEngine(RolloutEngine):
         self.verbose = verbose
         self.weight_version = 0
         self.last_stats: dict[str, float] = {}
+        self._prefill_s = 0.0
         template = abstract_model(self.config)
         template.set_sharding(mesh, self.rules if mesh is not None else None)
         self._graphdef, abs_state = nnx.split(template)
@@ -186,13 +195,12 @@ class JaxEngine(RolloutEngine):
             return self._fns[key]
         graphdef = self._graphdef
 
+        unroll = self.unroll
+
         def segment(params, state: DecodeState, end_step):
             model = nnx.merge(graphdef, params)
 
-            def cond(s: DecodeState):
-                return (s.step < end_step) & ~jnp.all(s.done)
-
-            def body(s: DecodeState):
+            def step_fn(s: DecodeState):
                 b = s.token.shape[0]
                 logits, cache = model.forward_cached(
                     s.token[:, None], s.pos[:, None], jnp.ones((b, 1), jnp.int32), s.cache,
@@ -214,7 +222,20 @@ class JaxEngine(RolloutEngine):
                     step=s.step + 1,
                 )
 
-            return jax.lax.while_loop(cond, body, state)
+            def running(s: DecodeState, k: int):
+                return (s.step + k <= end_step) & ~jnp.all(s.done)
+
+            def body(s: DecodeState):
+                for _ in range(unroll):
+                    s = step_fn(s)
+                return s
+
+            # k steps per iteration while k fit before end_step, then single steps for the
+            # remainder (< k), so a segment never runs past end_step.
+            state = jax.lax.while_loop(lambda s: running(s, unroll), body, state)
+            if unroll > 1:
+                state = jax.lax.while_loop(lambda s: running(s, 1), step_fn, state)
+            return state
 
         fn = jax.jit(segment, donate_argnums=(1,))
         self._fns[key] = fn
@@ -264,6 +285,7 @@ class JaxEngine(RolloutEngine):
             raise ValueError("every prompt needs at least one token")
         rows = [p for p in prompts for _ in range(num_generations)]
         t0 = time.perf_counter()
+        self._prefill_s = 0.0
         tokens_out = np.full((len(rows), sampling.max_new_tokens), self.pad_token_id, np.int32)
         logps_out = np.zeros((len(rows), sampling.max_new_tokens), np.float32)
         for start in range(0, len(rows), self.max_batch_size):
@@ -277,6 +299,8 @@ class JaxEngine(RolloutEngine):
             "rollout/time_s": elapsed,
             "rollout/tokens": float(batch.lengths.sum()),
             "rollout/tokens_per_s": float(batch.lengths.sum()) / max(elapsed, 1e-9),
+            # Prefill including any compilation of a new prompt-length bucket (blocked on).
+            "rollout/prefill_s": self._prefill_s,
         }
         return batch
 
@@ -304,7 +328,10 @@ class JaxEngine(RolloutEngine):
         ids = np.array(row_ids + [row_ids[0]] * (b - n), np.int32)
         row_keys = jax.vmap(lambda r: jax.random.fold_in(base, r))(jnp.asarray(ids))
         put = lambda x: jnp.asarray(x) if self.mesh is None else jax.device_put(x, self._batch_sharding(x.ndim))
+        t0 = time.perf_counter()
         state = self._prefill_fn(st, max_new, cache_len)(self._params, put(tokens), put(mask), put(np.asarray(row_keys)))
+        jax.block_until_ready(state.token)
+        self._prefill_s += time.perf_counter() - t0
 
         row_map = np.arange(b)  # current row → original row in this chunk
         host_tokens = np.full((b, max_new), self.pad_token_id, np.int32)

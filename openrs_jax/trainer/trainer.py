@@ -235,6 +235,7 @@ class Trainer:
                 mesh=self.rollout_mesh or self.mesh,
                 rules=shd.SAMPLE_RULES,
                 max_batch_size=cfg.rollout.batch_size or cfg.completions_per_step,
+                unroll=cfg.rollout.decode_unroll,
             )
         from openrs_jax.rollout.vllm_engine import RetryPolicy, VLLMEngine
 
@@ -403,6 +404,8 @@ class Trainer:
             "tokens_per_s": n_tok / step_time, "rollout/tokens_per_s": n_tok / max(t_roll, 1e-9),
             "num_completions_dropped": float(dropped),
         })
+        if "rollout/prefill_s" in getattr(self.engine, "last_stats", {}):
+            metrics["time/rollout_prefill"] = self.engine.last_stats["rollout/prefill_s"]
         if self.completions is not None and step % cfg.log.logging_steps == 0:
             self._log_completions(step, examples, texts, per_reward, advantages)
         return metrics

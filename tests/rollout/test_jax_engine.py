@@ -43,12 +43,13 @@ def _hf_greedy(ref, prompts, max_new):
     return out[:, t:].numpy()
 
 
-@pytest.mark.parametrize("compact,cache_mode", [(False, "slice"), (True, "slice"), (True, "grow")])
-def test_greedy_matches_hf_generate(tiny_pair, compact, cache_mode):
+@pytest.mark.parametrize("compact,cache_mode,unroll", [(False, "slice", 1), (True, "slice", 1), (True, "grow", 1),
+                                                     (True, "grow", 3)])
+def test_greedy_matches_hf_generate(tiny_pair, compact, cache_mode, unroll):
     ref, model, _ = tiny_pair
     want = _hf_greedy(ref, PROMPTS, 64)
     engine = JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=16,
-                       prompt_bucket=4, compact=compact, cache_mode=cache_mode)
+                       prompt_bucket=4, compact=compact, cache_mode=cache_mode, unroll=unroll)
     batch = engine.generate(PROMPTS, 1, SamplingParams(max_new_tokens=64, temperature=0.0))
     for i in range(len(PROMPTS)):
         n = int(batch.lengths[i])
@@ -77,6 +78,24 @@ def test_sampled_logprobs_equal_model_log_softmax(tiny_pair):
     again = engine.generate(PROMPTS[:2], 3, SamplingParams(max_new_tokens=20, temperature=1.0, seed=7))
     np.testing.assert_array_equal(again.completion_ids, batch.completion_ids)
     assert len({tuple(r) for r in batch.completion_ids[:3].tolist()}) > 1
+
+
+@pytest.mark.parametrize("segment_len", [10, 16])
+def test_unrolled_decode_gives_the_same_samples(tiny_pair, segment_len):
+    """k steps per loop iteration change nothing: same tokens, log-probs, lengths and finish
+    reasons, with early stops (EOS) and segments that are not a multiple of k (10 = 3·3 + 1)."""
+    _, model, _ = tiny_pair
+    sp = SamplingParams(max_new_tokens=40, temperature=1.0, seed=11)
+    kw = dict(eos_token_ids=[EOS, 5, 9], pad_token_id=PAD, kv_bucket=32, segment_len=segment_len, prompt_bucket=4)
+    a = JaxEngine(model, **kw).generate(PROMPTS, 3, sp)
+    b = JaxEngine(model, unroll=3, **kw).generate(PROMPTS, 3, sp)
+    assert (a.finish_reasons.count("stop") > 0) and (a.finish_reasons.count("length") > 0)
+    np.testing.assert_array_equal(a.completion_ids, b.completion_ids)
+    np.testing.assert_array_equal(a.lengths, b.lengths)
+    np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-6)
+    assert a.finish_reasons == b.finish_reasons
+    with pytest.raises(ValueError, match="unroll"):
+        JaxEngine(model, unroll=0, **kw)
 
 
 def test_sharded_engine_matches_single_device(tiny_pair):
