@@ -12,8 +12,8 @@ records on disk.
     python -m openrs_jax.bench.eval_throughput --tokenizer ... --data-dir ... \\
         --layers 1 --max-new-tokens 4 --limit 2                  # CPU smoke run
 
-One warm-up pass over the first benchmark compiles prefill and decode (reported as
-`warmup_s`); prompts are padded to one --prompt-bucket (1024 tokens by default) so that no
+A warm-up pass over one benchmark per batch shape compiles prefill and decode (reported
+as `warmup_s`); prompts are padded to one --prompt-bucket (1024 tokens by default) so that no
 later benchmark compiles again. Per benchmark it then reports: generated tokens/s, grading
 time, wall time per problem, and the time the whole benchmark would take at this
 max-new-tokens and chunk size (measured time per chunk x number of chunks: an estimate).
@@ -46,15 +46,24 @@ def run(args: argparse.Namespace) -> dict:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     # No EOS: every row decodes exactly max_new_tokens (see the module docstring).
     engine = JaxEngine(model, eos_token_ids=[], pad_token_id=pad, max_batch_size=args.max_batch_size,
-                       prompt_bucket=args.prompt_bucket)
+                       prompt_bucket=args.prompt_bucket, pow2_rows=True)  # as the evaluate CLI
     chunk = args.chunk_size or args.limit
     settings = EvalSettings(samples=args.samples, max_new_tokens=args.max_new_tokens, seed=0, chunk_size=chunk)
     formatter = make_formatter(tokenizer, settings)
     pool = grading.grading_pool(args.grading_workers)
     names = bm.parse_benchmarks(args.benchmarks)
     problems_by_name = {name: bm.load_benchmark(name, args.data_dir, args.limit) for name in names}
+    # Warm-up: one benchmark per distinct batch shape (rows of its first chunk, rounded up to
+    # a power of two as the engine pads them), so that no timed run includes a compilation.
+    # (A benchmark's last, smaller chunk can still compile a new shape; with --limit equal to
+    # --chunk-size there is one chunk per benchmark.)
     t0 = time.perf_counter()
-    evaluate_benchmark(problems_by_name[names[0]], engine, tokenizer, settings, pool)  # compiles
+    shapes = {}
+    for name in names:
+        rows_first = min(chunk, len(problems_by_name[name])) * args.samples
+        shapes.setdefault(1 << max(0, math.ceil(math.log2(rows_first))), name)
+    for name in shapes.values():
+        evaluate_benchmark(problems_by_name[name], engine, tokenizer, settings, pool)
     warmup_s = time.perf_counter() - t0
     measured = dataclasses.replace(settings, seed=1)
     rows = []

@@ -85,6 +85,9 @@ class JaxEngine(RolloutEngine):
       loop predicate read back by the host before the next launches, so small batches are
       bound by launch overhead, not HBM; k steps per iteration pay it once per k tokens
       (the same tokens: each step's PRNG key is folded from its own step number).
+    pow2_rows: pad each batch to a power of two rows (at most `max_batch_size`), so calls
+      with varying numbers of prompts (evaluation chunks) reuse a few compiled shapes;
+      the training loop's batch is constant and leaves it off.
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class JaxEngine(RolloutEngine):
         compact: bool = True,
         cache_mode: str = "grow",
         unroll: int = 1,
+        pow2_rows: bool = False,
         verbose: bool = False,
     ):
         if cache_mode not in ("grow", "slice"):
@@ -109,6 +113,7 @@ class JaxEngine(RolloutEngine):
         if unroll < 1:
             raise ValueError(f"unroll must be >= 1, got {unroll}")
         self.unroll = int(unroll)
+        self.pow2_rows = pow2_rows
         self.cache_mode = cache_mode
         self.config = model.config
         self.mesh = mesh
@@ -315,6 +320,9 @@ class JaxEngine(RolloutEngine):
         n = len(rows)
         max_new = sampling.max_new_tokens
         b = max(self._dp, _round_up(n, self._dp))
+        if self.pow2_rows:
+            b = max(b, min(1 << max(0, math.ceil(math.log2(n))), _round_up(self.max_batch_size, self._dp)))
+            b = _round_up(b, self._dp)
         t_p = _round_up(max(len(r) for r in rows), self.prompt_bucket)
         full_len = _round_up(t_p + max_new, self.kv_bucket)
         first_end = min(1 + self.segment_len, max_new)

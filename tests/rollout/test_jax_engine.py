@@ -98,6 +98,20 @@ def test_unrolled_decode_gives_the_same_samples(tiny_pair, segment_len):
         JaxEngine(model, unroll=0, **kw)
 
 
+def test_pow2_rows_pad_without_changing_samples(tiny_pair):
+    _, model, _ = tiny_pair
+    sp = SamplingParams(max_new_tokens=12, temperature=1.0, seed=5)
+    kw = dict(eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=8, prompt_bucket=4)
+    a = JaxEngine(model, **kw).generate(PROMPTS[:3], 1, sp)  # 3 rows
+    padded = JaxEngine(model, pow2_rows=True, **kw)
+    b = padded.generate(PROMPTS[:3], 1, sp)  # decoded as 4 rows
+    np.testing.assert_array_equal(a.completion_ids, b.completion_ids)
+    np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-6)
+    padded.generate(PROMPTS[:4], 1, sp)
+    prefills = [fn for k, fn in padded._fns.items() if k[0] == "prefill"]
+    assert sum(fn._cache_size() for fn in prefills) == 1  # 3 and 4 rows: one compiled shape
+
+
 def test_sharded_engine_matches_single_device(tiny_pair):
     _, model, path = tiny_pair
     sp = SamplingParams(max_new_tokens=24, temperature=0.8, seed=3)
@@ -169,6 +183,29 @@ def test_filters_keep_the_right_support():
     # probs ≈ [.64, .09, .24, .03]: top_p .7 keeps the first two most likely (.64 < .7).
     assert np.isfinite(np.asarray(filter_top_p(logits, 0.7))).tolist() == [[True, False, True, False]]
     assert np.isfinite(np.asarray(filter_top_p(logits, 0.5))).tolist() == [[True, False, False, False]]
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0, 3.0, 10.0])
+def test_top_p_search_matches_the_sorted_definition(scale):
+    """The sort-free top-p equals the sorted-cumsum definition computed in float64, except
+    where a token's preceding mass is within float32 rounding of p; ties are kept together."""
+    rng = np.random.default_rng(int(scale * 10))
+    logits = (rng.standard_normal((24, 3000)) * scale).astype(np.float32)
+    z = logits.astype(np.float64)
+    probs = np.exp(z - z.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    for p in (0.05, 0.5, 0.9, 0.95, 0.999):
+        got = np.isfinite(np.asarray(filter_top_p(jnp.asarray(logits), p)))
+        for r in range(len(probs)):
+            order = np.argsort(-probs[r])
+            before = np.empty_like(probs[r])
+            before[order] = np.cumsum(probs[r][order]) - probs[r][order]
+            want = before < p
+            differ = got[r] != want
+            assert np.all(np.abs(before[differ] - p) < 1e-6), (p, r, before[differ])
+            assert got[r].sum() >= 1
+    tied = jnp.asarray([[1.0, 1.0, 1.0, 1.0, -5.0]])  # 4 equal tokens hold ~all the mass
+    assert np.isfinite(np.asarray(filter_top_p(tied, 0.3))).tolist() == [[True, True, True, True, False]]
 
 
 def test_bf16_engine_left_padded_batch():
