@@ -230,9 +230,7 @@ class RolloutSection:
     an OpenAI-compatible vLLM server at `vllm_server_url` (started by us when `vllm_launch`,
     with `vllm_server_args` appended, e.g. ["--enforce-eager"]). `top_p` 1.0 and `top_k` 0
     disable those filters. `batch_size` caps the sequences the jax sampler decodes at once
-    (None: all P·G). `decode_unroll` is the jax sampler's decode steps per loop iteration
-    (same samples; fewer host round trips on a GPU). `vllm_sync_dir` None means
-    `<output_dir>/vllm_weights`."""
+    (None: all P·G). `vllm_sync_dir` None means `<output_dir>/vllm_weights`."""
 
     engine: Literal["jax", "vllm"] = "jax"
     temperature: float = 0.7
@@ -240,7 +238,6 @@ class RolloutSection:
     top_k: int = 0
     max_completion_length: int = 3584
     batch_size: int | None = None
-    decode_unroll: int = 1
     vllm_server_url: str = "http://127.0.0.1:8000"
     vllm_launch: bool = False
     vllm_server_args: tuple[str, ...] = ()
@@ -261,8 +258,6 @@ class RolloutSection:
             raise ConfigError(f"rollout.max_completion_length: must be >= 1, got {self.max_completion_length}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"rollout.batch_size: must be >= 1, got {self.batch_size}")
-        if self.decode_unroll < 1:
-            raise ConfigError(f"rollout.decode_unroll: must be >= 1, got {self.decode_unroll}")
         if not 0 < self.vllm_gpu_memory_utilization <= 1:
             raise ConfigError(
                 f"rollout.vllm_gpu_memory_utilization: must be in (0, 1], got {self.vllm_gpu_memory_utilization}"

@@ -95,34 +95,48 @@ def pack_completions(
     eos_token_ids: Sequence[int],
     weight_version: int = 0,
 ) -> RolloutBatch:
-    """Packs per-row token lists into a `RolloutBatch`, cutting each row after its first
-    EOS/stop token so every engine produces the same mask semantics."""
-    eos = set(int(t) for t in eos_token_ids)
-    rows, lps, reasons = [], [], []
-    for ids, lp, reason in zip(completions, logprobs, finish_reasons):
-        ids, lp = list(ids), list(lp)
-        for i, t in enumerate(ids):
-            if t in eos:
-                ids, lp, reason = ids[: i + 1], lp[: i + 1], FINISH_STOP
-                break
-        rows.append(ids)
-        lps.append(lp)
-        reasons.append(reason)
-    width = max(1, max((len(r) for r in rows), default=1))
-    b = len(rows)
-    out_ids = np.full((b, width), pad_token_id, np.int32)
-    out_mask = np.zeros((b, width), np.int32)
-    out_lp = np.zeros((b, width), np.float32)
-    for i, (ids, lp) in enumerate(zip(rows, lps)):
-        out_ids[i, : len(ids)] = ids
-        out_mask[i, : len(ids)] = 1
-        out_lp[i, : len(lp)] = lp
+    """Packs per-row token lists (an HTTP engine's output) into a `RolloutBatch`, cutting each
+    row after its first EOS/stop token (`pack_arrays`)."""
+    b = len(completions)
+    valid = np.asarray([len(ids) for ids in completions], np.int64)
+    width = max(1, int(valid.max(initial=0)))
+    tokens = np.full((b, width), pad_token_id, np.int32)
+    lps = np.zeros((b, width), np.float32)
+    for i, (ids, lp) in enumerate(zip(completions, logprobs)):
+        tokens[i, : len(ids)] = ids
+        lps[i, : len(lp)] = lp
+    return pack_arrays(tokens, lps, valid, finish_reasons, prompt_ids=prompt_ids, num_generations=num_generations,
+                       pad_token_id=pad_token_id, stop_token_ids=eos_token_ids, weight_version=weight_version)
+
+
+def pack_arrays(
+    tokens: np.ndarray,
+    logprobs: np.ndarray,
+    valid: np.ndarray,
+    finish_reasons: Sequence[str],
+    *,
+    prompt_ids: Sequence[Sequence[int]],
+    num_generations: int,
+    pad_token_id: int,
+    stop_token_ids: Sequence[int],
+    weight_version: int = 0,
+) -> RolloutBatch:
+    """The one place that defines a completion's extent, for every engine: row i is
+    tokens[i, :valid[i]] cut after its first stop token (kept, finish reason "stop"; else the
+    given reason); the mask covers exactly those tokens, the rest is padding."""
+    cols = np.arange(tokens.shape[1])[None]
+    valid = np.asarray(valid)
+    stop = np.isin(tokens, sorted(set(int(t) for t in stop_token_ids))) & (cols < valid[:, None])
+    has_stop = stop.any(axis=1)
+    lengths = np.where(has_stop, stop.argmax(axis=1) + 1, valid).astype(np.int32)
+    width = max(1, int(lengths.max(initial=0)))
+    mask = cols[:, :width] < lengths[:, None]
     return RolloutBatch(
-        completion_ids=out_ids,
-        completion_mask=out_mask,
-        logprobs=out_lp,
-        lengths=out_mask.sum(axis=1).astype(np.int32),
-        finish_reasons=reasons,
+        completion_ids=np.where(mask, tokens[:, :width], pad_token_id).astype(np.int32),
+        completion_mask=mask.astype(np.int32),
+        logprobs=np.where(mask, logprobs[:, :width], 0.0).astype(np.float32),
+        lengths=lengths,
+        finish_reasons=[FINISH_STOP if s else r for s, r in zip(has_stop, finish_reasons)],
         prompt_ids=[list(p) for p in prompt_ids],
         num_generations=num_generations,
         weight_version=weight_version,

@@ -37,7 +37,7 @@ from flax import nnx
 
 from openrs_jax import sharding as shd
 from openrs_jax.model import KVCache, Qwen2, abstract_model
-from openrs_jax.rollout.base import FINISH_LENGTH, FINISH_STOP, RolloutBatch, RolloutEngine, SamplingParams
+from openrs_jax.rollout.base import FINISH_LENGTH, RolloutBatch, RolloutEngine, SamplingParams, pack_arrays
 from openrs_jax.rollout.sampling import sample_tokens
 
 
@@ -81,10 +81,6 @@ class JaxEngine(RolloutEngine):
     kv_bucket: granularity of the cache read bound (fewer compilations vs. fewer wasted reads).
     segment_len: decode steps between host checks (early stop, compaction).
     compact: gather running rows into a smaller batch when at most half are running.
-    unroll: decode steps per `while_loop` iteration. On a GPU each iteration ends with the
-      loop predicate read back by the host before the next launches, so small batches are
-      bound by launch overhead, not HBM; k steps per iteration pay it once per k tokens
-      (the same tokens: each step's PRNG key is folded from its own step number).
     pow2_rows: pad each batch to a power of two rows (at most `max_batch_size`), so calls
       with varying numbers of prompts (evaluation chunks) reuse a few compiled shapes;
       the training loop's batch is constant and leaves it off.
@@ -104,15 +100,11 @@ class JaxEngine(RolloutEngine):
         prompt_bucket: int = 32,
         compact: bool = True,
         cache_mode: str = "grow",
-        unroll: int = 1,
         pow2_rows: bool = False,
         verbose: bool = False,
     ):
         if cache_mode not in ("grow", "slice"):
             raise ValueError(f"cache_mode must be 'grow' or 'slice', got {cache_mode!r}")
-        if unroll < 1:
-            raise ValueError(f"unroll must be >= 1, got {unroll}")
-        self.unroll = int(unroll)
         self.pow2_rows = pow2_rows
         self.cache_mode = cache_mode
         self.config = model.config
@@ -200,12 +192,13 @@ class JaxEngine(RolloutEngine):
             return self._fns[key]
         graphdef = self._graphdef
 
-        unroll = self.unroll
-
         def segment(params, state: DecodeState, end_step):
             model = nnx.merge(graphdef, params)
 
-            def step_fn(s: DecodeState):
+            def cond(s: DecodeState):
+                return (s.step < end_step) & ~jnp.all(s.done)
+
+            def body(s: DecodeState):
                 b = s.token.shape[0]
                 logits, cache = model.forward_cached(
                     s.token[:, None], s.pos[:, None], jnp.ones((b, 1), jnp.int32), s.cache,
@@ -227,20 +220,10 @@ class JaxEngine(RolloutEngine):
                     step=s.step + 1,
                 )
 
-            def running(s: DecodeState, k: int):
-                return (s.step + k <= end_step) & ~jnp.all(s.done)
-
-            def body(s: DecodeState):
-                for _ in range(unroll):
-                    s = step_fn(s)
-                return s
-
-            # k steps per iteration while k fit before end_step, then single steps for the
-            # remainder (< k), so a segment never runs past end_step.
-            state = jax.lax.while_loop(lambda s: running(s, unroll), body, state)
-            if unroll > 1:
-                state = jax.lax.while_loop(lambda s: running(s, 1), step_fn, state)
-            return state
+            # One token per iteration. Unrolling k tokens per iteration (fewer loop-predicate
+            # round trips) was measured on an H100: no gain at batch 18 or 96, 5x the compile
+            # time (docs/BENCHMARKS.md, decode optimisation log).
+            return jax.lax.while_loop(cond, body, state)
 
         fn = jax.jit(segment, donate_argnums=(1,))
         self._fns[key] = fn
@@ -385,20 +368,11 @@ class JaxEngine(RolloutEngine):
         return self._batch_sharding(x.ndim)
 
     def _to_batch(self, tokens, logps, prompts, num_generations, sampling) -> RolloutBatch:
-        stop = np.isin(tokens, list(set(self.eos_token_ids) | set(sampling.stop_token_ids)))
-        has_stop = stop.any(axis=1)
-        first = np.where(has_stop, stop.argmax(axis=1) + 1, tokens.shape[1])
-        mask = (np.arange(tokens.shape[1])[None] < first[:, None]).astype(np.int32)
-        width = max(1, int(first.max()))
-        return RolloutBatch(
-            completion_ids=np.where(mask == 1, tokens, self.pad_token_id)[:, :width].astype(np.int32),
-            completion_mask=mask[:, :width],
-            logprobs=np.where(mask == 1, logps, 0.0)[:, :width].astype(np.float32),
-            lengths=first.astype(np.int32),
-            finish_reasons=[FINISH_STOP if s else FINISH_LENGTH for s in has_stop],
-            prompt_ids=prompts,
-            num_generations=num_generations,
-            weight_version=self.weight_version,
+        b, w = tokens.shape
+        return pack_arrays(
+            tokens, logps, np.full((b,), w), [FINISH_LENGTH] * b, prompt_ids=prompts,
+            num_generations=num_generations, pad_token_id=self.pad_token_id,
+            stop_token_ids=set(self.eos_token_ids) | set(sampling.stop_token_ids), weight_version=self.weight_version,
         )
 
 

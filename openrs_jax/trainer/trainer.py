@@ -235,7 +235,6 @@ class Trainer:
                 mesh=self.rollout_mesh or self.mesh,
                 rules=shd.SAMPLE_RULES,
                 max_batch_size=cfg.rollout.batch_size or cfg.completions_per_step,
-                unroll=cfg.rollout.decode_unroll,
             )
         from openrs_jax.rollout.vllm_engine import RetryPolicy, VLLMEngine
 

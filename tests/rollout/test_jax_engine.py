@@ -9,7 +9,7 @@ from flax import nnx
 
 from hf_utils import make_hf_qwen2
 from openrs_jax import sharding as shd
-from openrs_jax.rollout.base import SamplingParams
+from openrs_jax.rollout.base import SamplingParams, pack_arrays, pack_completions
 from openrs_jax.rollout.jax_engine import JaxEngine
 from openrs_jax.rollout.sampling import filter_top_k, filter_top_p, sample_tokens
 from openrs_jax.weights import load_hf
@@ -43,13 +43,12 @@ def _hf_greedy(ref, prompts, max_new):
     return out[:, t:].numpy()
 
 
-@pytest.mark.parametrize("compact,cache_mode,unroll", [(False, "slice", 1), (True, "slice", 1), (True, "grow", 1),
-                                                     (True, "grow", 3)])
-def test_greedy_matches_hf_generate(tiny_pair, compact, cache_mode, unroll):
+@pytest.mark.parametrize("compact,cache_mode", [(False, "slice"), (True, "slice"), (True, "grow")])
+def test_greedy_matches_hf_generate(tiny_pair, compact, cache_mode):
     ref, model, _ = tiny_pair
     want = _hf_greedy(ref, PROMPTS, 64)
     engine = JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=16,
-                       prompt_bucket=4, compact=compact, cache_mode=cache_mode, unroll=unroll)
+                       prompt_bucket=4, compact=compact, cache_mode=cache_mode)
     batch = engine.generate(PROMPTS, 1, SamplingParams(max_new_tokens=64, temperature=0.0))
     for i in range(len(PROMPTS)):
         n = int(batch.lengths[i])
@@ -78,24 +77,6 @@ def test_sampled_logprobs_equal_model_log_softmax(tiny_pair):
     again = engine.generate(PROMPTS[:2], 3, SamplingParams(max_new_tokens=20, temperature=1.0, seed=7))
     np.testing.assert_array_equal(again.completion_ids, batch.completion_ids)
     assert len({tuple(r) for r in batch.completion_ids[:3].tolist()}) > 1
-
-
-@pytest.mark.parametrize("segment_len", [10, 16])
-def test_unrolled_decode_gives_the_same_samples(tiny_pair, segment_len):
-    """k steps per loop iteration change nothing: same tokens, log-probs, lengths and finish
-    reasons, with early stops (EOS) and segments that are not a multiple of k (10 = 3·3 + 1)."""
-    _, model, _ = tiny_pair
-    sp = SamplingParams(max_new_tokens=40, temperature=1.0, seed=11)
-    kw = dict(eos_token_ids=[EOS, 5, 9], pad_token_id=PAD, kv_bucket=32, segment_len=segment_len, prompt_bucket=4)
-    a = JaxEngine(model, **kw).generate(PROMPTS, 3, sp)
-    b = JaxEngine(model, unroll=3, **kw).generate(PROMPTS, 3, sp)
-    assert (a.finish_reasons.count("stop") > 0) and (a.finish_reasons.count("length") > 0)
-    np.testing.assert_array_equal(a.completion_ids, b.completion_ids)
-    np.testing.assert_array_equal(a.lengths, b.lengths)
-    np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-6)
-    assert a.finish_reasons == b.finish_reasons
-    with pytest.raises(ValueError, match="unroll"):
-        JaxEngine(model, unroll=0, **kw)
 
 
 def test_pow2_rows_pad_without_changing_samples(tiny_pair):
@@ -217,3 +198,22 @@ def test_bf16_engine_left_padded_batch():
     batch = engine.generate(PROMPTS, 2, SamplingParams(max_new_tokens=12, temperature=0.7, seed=1))
     assert batch.completion_ids.shape[0] == 8
     assert np.isfinite(batch.logprobs).all() and (batch.logprobs <= 0).all()
+
+
+def test_pack_cuts_after_the_first_stop_within_each_row():
+    """One definition of a completion's extent for both engines (lists from vLLM, arrays
+    from the jax engine): cut after the first stop token inside the row's valid length."""
+    lists = [[5, 2, 7], [4, 4, 4, 4], [9], [6, 8, 3]]
+    lps = [[-0.5, -1.0, -2.0], [-0.1] * 4, [-3.0], [-0.2, -0.3, -0.4]]
+    batch = pack_completions(lists, lps, ["length", "length", "abort", "stop"], [[1], [2]], 2, PAD, [2, 3])
+    np.testing.assert_array_equal(batch.lengths, [2, 4, 1, 3])
+    assert batch.finish_reasons == ["stop", "length", "abort", "stop"]
+    np.testing.assert_array_equal(batch.completion_ids, [[5, 2, 0, 0], [4, 4, 4, 4], [9, 0, 0, 0], [6, 8, 3, 0]])
+    np.testing.assert_array_equal(batch.completion_mask.sum(1), batch.lengths)
+    np.testing.assert_allclose(batch.logprobs[0], [-0.5, -1.0, 0.0, 0.0])
+    # Arrays: a stop token past a row's valid length does not count.
+    tokens = np.asarray([[5, 6, 2, 0], [5, 6, 7, 8]], np.int32)
+    arr = pack_arrays(tokens, np.full((2, 4), -1.0, np.float32), np.asarray([2, 4]), ["length"] * 2,
+                      prompt_ids=[[1]], num_generations=2, pad_token_id=PAD, stop_token_ids=[2])
+    np.testing.assert_array_equal(arr.lengths, [2, 4])
+    assert arr.finish_reasons == ["length", "length"] and arr.completion_ids.shape == (2, 4)
