@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> dict:
     from openrs_jax.eval import grading
     from openrs_jax.eval.runner import EvalSettings, evaluate_benchmark, make_formatter
     from openrs_jax.model import create_sharded, deepseek_r1_distill_qwen_1p5b
-    from openrs_jax.rollout.jax_engine import JaxEngine
+    from openrs_jax.rollout.jax_engine import JaxEngine, next_pow2
 
     overrides = {} if args.layers is None else {"num_layers": args.layers}
     cfg = deepseek_r1_distill_qwen_1p5b(**overrides)
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> dict:
     shapes = {}
     for name in names:
         rows_first = min(chunk, len(problems_by_name[name])) * args.samples
-        shapes.setdefault(1 << max(0, math.ceil(math.log2(rows_first))), name)
+        shapes.setdefault(next_pow2(rows_first), name)
     for name in shapes.values():
         evaluate_benchmark(problems_by_name[name], engine, tokenizer, settings, pool)
     warmup_s = time.perf_counter() - t0

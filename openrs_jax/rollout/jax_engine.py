@@ -45,6 +45,11 @@ def _round_up(x: int, m: int) -> int:
     return ((x + m - 1) // m) * m
 
 
+def next_pow2(n: int) -> int:
+    """The smallest power of two >= n (batch shapes of compaction and `pow2_rows`)."""
+    return 1 << max(0, math.ceil(math.log2(n)))
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class DecodeState:
@@ -120,7 +125,6 @@ class JaxEngine(RolloutEngine):
         self.verbose = verbose
         self.weight_version = 0
         self.last_stats: dict[str, float] = {}
-        self._prefill_s = 0.0
         template = abstract_model(self.config)
         template.set_sharding(mesh, self.rules if mesh is not None else None)
         self._graphdef, abs_state = nnx.split(template)
@@ -273,12 +277,13 @@ class JaxEngine(RolloutEngine):
             raise ValueError("every prompt needs at least one token")
         rows = [p for p in prompts for _ in range(num_generations)]
         t0 = time.perf_counter()
-        self._prefill_s = 0.0
+        prefill_s = 0.0
         tokens_out = np.full((len(rows), sampling.max_new_tokens), self.pad_token_id, np.int32)
         logps_out = np.zeros((len(rows), sampling.max_new_tokens), np.float32)
         for start in range(0, len(rows), self.max_batch_size):
             chunk = list(range(start, min(start + self.max_batch_size, len(rows))))
-            toks, lps = self._generate_rows([rows[i] for i in chunk], chunk, sampling)
+            toks, lps, t_prefill = self._generate_rows([rows[i] for i in chunk], chunk, sampling)
+            prefill_s += t_prefill
             tokens_out[chunk] = toks
             logps_out[chunk] = lps
         batch = self._to_batch(tokens_out, logps_out, prompts, num_generations, sampling)
@@ -288,11 +293,12 @@ class JaxEngine(RolloutEngine):
             "rollout/tokens": float(batch.lengths.sum()),
             "rollout/tokens_per_s": float(batch.lengths.sum()) / max(elapsed, 1e-9),
             # Prefill including any compilation of a new prompt-length bucket (blocked on).
-            "rollout/prefill_s": self._prefill_s,
+            "rollout/prefill_s": prefill_s,
         }
         return batch
 
     def _generate_rows(self, rows: list[list[int]], row_ids: list[int], sampling: SamplingParams):
+        """Decodes one batch: (tokens [n, max_new], log-probs [n, max_new], prefill seconds)."""
         st = _Static(
             temperature=float(sampling.temperature),
             top_k=int(sampling.top_k),
@@ -304,7 +310,7 @@ class JaxEngine(RolloutEngine):
         max_new = sampling.max_new_tokens
         b = max(self._dp, _round_up(n, self._dp))
         if self.pow2_rows:
-            b = max(b, min(1 << max(0, math.ceil(math.log2(n))), _round_up(self.max_batch_size, self._dp)))
+            b = max(b, min(next_pow2(n), _round_up(self.max_batch_size, self._dp)))
             b = _round_up(b, self._dp)
         t_p = _round_up(max(len(r) for r in rows), self.prompt_bucket)
         full_len = _round_up(t_p + max_new, self.kv_bucket)
@@ -322,7 +328,7 @@ class JaxEngine(RolloutEngine):
         t0 = time.perf_counter()
         state = self._prefill_fn(st, max_new, cache_len)(self._params, put(tokens), put(mask), put(np.asarray(row_keys)))
         jax.block_until_ready(state.token)
-        self._prefill_s += time.perf_counter() - t0
+        prefill_s = time.perf_counter() - t0
 
         row_map = np.arange(b)  # current row → original row in this chunk
         host_tokens = np.full((b, max_new), self.pad_token_id, np.int32)
@@ -346,7 +352,7 @@ class JaxEngine(RolloutEngine):
                 break
             active = np.flatnonzero(~done)
             cur = done.shape[0]
-            new_b = max(self._dp, _round_up(1 << max(0, math.ceil(math.log2(len(active)))), self._dp))
+            new_b = max(self._dp, _round_up(next_pow2(len(active)), self._dp))
             if self.compact and new_b <= cur // 2:
                 host_tokens[row_map] = np.asarray(state.out_tokens)
                 host_logps[row_map] = np.asarray(state.out_logps)
@@ -360,7 +366,7 @@ class JaxEngine(RolloutEngine):
                     print(f"[jax engine] step {step}: compacted {cur} -> {new_b} rows ({len(active)} running)")
         host_tokens[row_map] = np.asarray(state.out_tokens)
         host_logps[row_map] = np.asarray(state.out_logps)
-        return host_tokens[:n], host_logps[:n]
+        return host_tokens[:n], host_logps[:n], prefill_s
 
     def _state_sharding(self, x):
         if x.ndim == 0:

@@ -56,11 +56,14 @@ def _top_p_threshold(probs: Float[Array, "B V"], p: float) -> Float[Array, "B"]:
         cand = jnp.minimum(lo[:, None] + step[:, None] * m[None], hi[:, None])  # [B, F-1]
         x = jax.lax.bitcast_convert_type(cand, jnp.float32)
         mass = jnp.sum(jnp.where(probs[:, None, :] > x[:, :, None], probs[:, None, :], 0.0), axis=-1)
-        below = mass < p  # monotone in the candidate index: False...False True...True
-        first = jnp.argmax(jnp.concatenate([below, jnp.ones((b, 1), bool)], axis=1), axis=1)  # F-1: none
-        new_hi = jnp.where(first < _TOP_P_FANOUT - 1, jnp.take_along_axis(cand, jnp.minimum(first, _TOP_P_FANOUT - 2)[:, None], 1)[:, 0], hi)
-        new_lo = jnp.where(first > 0, jnp.take_along_axis(cand, jnp.maximum(first - 1, 0)[:, None], 1)[:, 0], lo)
-        lo, hi = new_lo, new_hi
+        # edges = lo, cand..., hi; below[j] says mass(prob > edges[j + 1]) < p, monotone in j
+        # (False...False True...True) and True at hi by the invariant: the answer lies in
+        # (edges[first], edges[first + 1]].
+        edges = jnp.concatenate([lo[:, None], cand, hi[:, None]], axis=1)  # [B, F + 1]
+        below = jnp.concatenate([mass < p, jnp.ones((b, 1), bool)], axis=1)  # [B, F]
+        first = jnp.argmax(below, axis=1)[:, None]
+        lo = jnp.take_along_axis(edges, first, axis=1)[:, 0]
+        hi = jnp.take_along_axis(edges, first + 1, axis=1)[:, 0]
         width = -(-width // _TOP_P_FANOUT)
     return jax.lax.bitcast_convert_type(hi, jnp.float32)
 
