@@ -230,7 +230,9 @@ class RolloutSection:
     an OpenAI-compatible vLLM server at `vllm_server_url` (started by us when `vllm_launch`,
     with `vllm_server_args` appended, e.g. ["--enforce-eager"]). `top_p` 1.0 and `top_k` 0
     disable those filters. `batch_size` caps the sequences the jax sampler decodes at once
-    (None: all P·G). `vllm_sync_dir` None means `<output_dir>/vllm_weights`."""
+    (None: all P·G). `vllm_sync_dir` None means `<output_dir>/vllm_weights`.
+    `decode_attention` picks the jax sampler's attention kernel for decode steps: "pallas"
+    (fused, GPUs), "xla" (einsum path, everywhere), "auto" = pallas on GPUs in bf16/fp16."""
 
     engine: Literal["jax", "vllm"] = "jax"
     temperature: float = 0.7
@@ -238,6 +240,7 @@ class RolloutSection:
     top_k: int = 0
     max_completion_length: int = 3584
     batch_size: int | None = None
+    decode_attention: Literal["auto", "xla", "pallas"] = "auto"
     vllm_server_url: str = "http://127.0.0.1:8000"
     vllm_launch: bool = False
     vllm_server_args: tuple[str, ...] = ()

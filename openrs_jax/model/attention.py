@@ -1,10 +1,13 @@
 """Grouped-query attention with qkv bias, RoPE and an optional KV cache.
 
-Two kernels behind one function:
+Three kernels behind one function:
 - "xla": einsum attention, scores and softmax in float32; any boolean mask (left padding,
-  KV-cache slots). Runs everywhere; used on CPU and for decode steps.
+  KV-cache slots). Runs everywhere; used on CPU, for prefill against the cache, and for decode
+  steps unless told otherwise.
 - "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, the fused flash kernel
-  on NVIDIA GPUs, for prefill and training forwards.
+  on NVIDIA GPUs, for training and scoring forwards.
+- "pallas": `openrs_jax.model.decode_attention`, a fused decode kernel (one query token per
+  row, valid slots given as a range per row) for the sampler's decode steps on GPUs.
 """
 
 from __future__ import annotations
@@ -124,6 +127,8 @@ class Attention(nnx.Module):
         cache_index: Int[Array, ""] | None = None,
         kv_read_len: int | None = None,
         impl: str = "xla",
+        kv_range: tuple[Int[Array, "B"], Int[Array, "B"]] | None = None,
+        decode_attn=None,
     ) -> tuple[Float[Array, "B T D"], LayerCache | None]:
         b, t, _ = x.shape
         dt = self.dtype
@@ -144,9 +149,14 @@ class Attention(nnx.Module):
             ck = jax.lax.dynamic_update_slice(cache.k, kt.astype(cache.k.dtype), (zero, zero, cache_index, zero))
             cv = jax.lax.dynamic_update_slice(cache.v, vt.astype(cache.v.dtype), (zero, zero, cache_index, zero))
             new_cache = LayerCache(ck, cv)
-            # Read only the filled part of the cache (a static bound chosen by the caller).
-            s = kv_read_len or ck.shape[2]
-            out = xla_attention(q, ck[:, :, :s].astype(dt), cv[:, :, :s].astype(dt), mask)
+            if impl == "pallas":
+                # The kernel reads only the slots in kv_range: no slicing (a slice of the
+                # [B, K, S, H] buffer along S would be copied for the custom call).
+                out = decode_attn(q[:, 0], ck, cv, *kv_range)[:, None]
+            else:
+                # Read only the filled part of the cache (a static bound chosen by the caller).
+                s = kv_read_len or ck.shape[2]
+                out = xla_attention(q, ck[:, :, :s].astype(dt), cv[:, :, :s].astype(dt), mask)
         elif impl == "cudnn":
             out = cudnn_attention(q, k, v, mask)
         else:

@@ -11,6 +11,7 @@ left and right padding both work. Parameters are stored in `param_dtype`, matmul
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -20,6 +21,7 @@ from jaxtyping import Array, Float, Int
 
 from openrs_jax import sharding as shd
 from openrs_jax.model.attention import Attention, KVCache
+from openrs_jax.model.decode_attention import decode_attention
 from openrs_jax.model.config import ModelConfig
 from openrs_jax.model.layers import MLP, RMSNorm, param, rope_cos_sin
 
@@ -37,8 +39,10 @@ class DecoderLayer(nnx.Module):
         self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=pdt, rngs=rngs)
         self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, dtype=dtype, param_dtype=pdt, rngs=rngs)
 
-    def __call__(self, x, cos, sin, mask, cache=None, cache_index=None, kv_read_len=None, impl="xla"):
-        h, new_cache = self.attn(self.input_norm(x), cos, sin, mask, cache, cache_index, kv_read_len, impl)
+    def __call__(self, x, cos, sin, mask, cache=None, cache_index=None, kv_read_len=None, impl="xla",
+                 kv_range=None, decode_attn=None):
+        h, new_cache = self.attn(self.input_norm(x), cos, sin, mask, cache, cache_index, kv_read_len, impl,
+                                 kv_range, decode_attn)
         x = x + h
         x = x + self.mlp(self.post_attn_norm(x))
         return x, new_cache
@@ -156,6 +160,25 @@ class Qwen2(nnx.Module):
             return hidden
         return self.logits(hidden)
 
+    def _decode_attention_fn(self):
+        """The fused decode kernel, per device under a mesh: a Pallas call is opaque to the
+        SPMD partitioner (it would gather the whole cache onto every device), so it runs
+        under shard_map with rows over the batch axes and heads over the tensor axis."""
+        interpret = jax.default_backend() != "gpu"  # CPU tests run the kernel in Python
+        fn = functools.partial(decode_attention, interpret=interpret)
+        if self.mesh is None or self.mesh.size == 1:
+            return fn
+        rules = dict(self.rules)
+        spec = lambda *axes: shd.activation_spec(rules, *axes)  # noqa: E731
+        return jax.shard_map(
+            fn,
+            mesh=self.mesh,
+            in_specs=(spec("batch", "q_heads", None), spec("batch", "kv_heads", None, None),
+                      spec("batch", "kv_heads", None, None), spec("batch"), spec("batch")),
+            out_specs=spec("batch", "q_heads", None),
+            check_vma=False,
+        )
+
     def init_cache(self, batch: int, max_length: int, dtype=None) -> KVCache:
         cfg = self.config
         return KVCache.init(
@@ -171,6 +194,7 @@ class Qwen2(nnx.Module):
         *,
         kv_read_len: int | None = None,
         last_n: int | None = None,
+        decode_impl: str = "xla",
     ) -> tuple[Float[Array, "B T V"], KVCache]:
         """Prefill (T > 1) or decode (T = 1) step against a KV cache.
 
@@ -179,6 +203,11 @@ class Qwen2(nnx.Module):
         are read: the sampler passes a bound on the filled length so decode reads no empty
         cache. Returns float32 logits of the last `last_n` positions (default all) and the
         updated cache.
+
+        decode_impl="pallas" (decode steps, T = 1, on GPUs) runs the fused decode kernel,
+        which takes each row's valid slots as one range: valid slots must be contiguous, as
+        they are for left-padded prompts followed by generated tokens (the sampler). Prefill
+        (T > 1) always runs the XLA path.
         """
         b, t = tokens.shape
         cfg = self.config
@@ -190,9 +219,18 @@ class Qwen2(nnx.Module):
         mask = (k_slots <= q_slots)[None] & valid[:, None, :s]  # [B, T, S]
         cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta, self.dtype)
         x = self._constrain(self.embed_tokens(tokens), "batch", "seq", None)
+        impl, kv_range, decode_attn = "xla", None, None
+        if decode_impl == "pallas" and t == 1:
+            impl = "pallas"
+            # The first valid slot of each row and one past the slot just written.
+            start = jnp.argmax(valid, axis=1).astype(jnp.int32)
+            kv_range = (start, jnp.broadcast_to(index + 1, (b,)).astype(jnp.int32))
+            decode_attn = self._decode_attention_fn()
+        elif decode_impl not in ("xla", "pallas"):
+            raise ValueError(f"decode_impl must be 'xla' or 'pallas', got {decode_impl!r}")
         new_layers = []
         for layer, lc in zip(self.layers, cache.layers):
-            x, nc = layer(x, cos, sin, mask, lc, index, s, impl="xla")
+            x, nc = layer(x, cos, sin, mask, lc, index, s, impl=impl, kv_range=kv_range, decode_attn=decode_attn)
             x = self._constrain(x, "batch", "seq", None)
             new_layers.append(nc)
         hidden = self.final_norm(x)

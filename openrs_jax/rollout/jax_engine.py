@@ -89,6 +89,8 @@ class JaxEngine(RolloutEngine):
     pow2_rows: pad each batch to a power of two rows (at most `max_batch_size`), so calls
       with varying numbers of prompts (evaluation chunks) reuse a few compiled shapes;
       the training loop's batch is constant and leaves it off.
+    decode_attention: "pallas" (the fused decode kernel of `openrs_jax.model.decode_attention`),
+      "xla", or "auto": pallas on GPUs when the compute dtype is bf16/fp16, else xla.
     """
 
     def __init__(
@@ -106,10 +108,20 @@ class JaxEngine(RolloutEngine):
         compact: bool = True,
         cache_mode: str = "grow",
         pow2_rows: bool = False,
+        decode_attention: str = "auto",
         verbose: bool = False,
     ):
         if cache_mode not in ("grow", "slice"):
             raise ValueError(f"cache_mode must be 'grow' or 'slice', got {cache_mode!r}")
+        if decode_attention not in ("auto", "xla", "pallas"):
+            raise ValueError(f"decode_attention must be 'auto', 'xla' or 'pallas', got {decode_attention!r}")
+        if decode_attention == "auto":
+            fused_ok = jax.default_backend() == "gpu" and jnp.dtype(model.config.dtype) in (jnp.bfloat16, jnp.float16)
+            decode_attention = "pallas" if fused_ok else "xla"
+        if decode_attention == "pallas" and kv_bucket % 16:
+            raise ValueError(f"decode_attention='pallas' needs kv_bucket to be a multiple of 16 (the kernel's "
+                             f"smallest block of cache slots), got {kv_bucket}")
+        self.decode_attention = decode_attention
         self.pow2_rows = pow2_rows
         self.cache_mode = cache_mode
         self.config = model.config
@@ -206,7 +218,7 @@ class JaxEngine(RolloutEngine):
                 b = s.token.shape[0]
                 logits, cache = model.forward_cached(
                     s.token[:, None], s.pos[:, None], jnp.ones((b, 1), jnp.int32), s.cache,
-                    kv_read_len=kv_read_len, last_n=1,
+                    kv_read_len=kv_read_len, last_n=1, decode_impl=self.decode_attention,
                 )
                 keys = jax.vmap(lambda k: jax.random.fold_in(k, s.step))(s.keys)
                 tok, lp = sample_tokens(logits[:, 0], keys, temperature=st.temperature, top_k=st.top_k, top_p=st.top_p)

@@ -43,12 +43,15 @@ def _hf_greedy(ref, prompts, max_new):
     return out[:, t:].numpy()
 
 
-@pytest.mark.parametrize("compact,cache_mode", [(False, "slice"), (True, "slice"), (True, "grow")])
-def test_greedy_matches_hf_generate(tiny_pair, compact, cache_mode):
+@pytest.mark.parametrize("compact,cache_mode,attn", [(False, "slice", "xla"), (True, "slice", "xla"),
+                                                    (True, "grow", "xla"), (True, "grow", "pallas")])
+def test_greedy_matches_hf_generate(tiny_pair, compact, cache_mode, attn):
+    """attn="pallas": the fused decode kernel (Pallas interpreter on CPU)."""
     ref, model, _ = tiny_pair
     want = _hf_greedy(ref, PROMPTS, 64)
     engine = JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=16,
-                       prompt_bucket=4, compact=compact, cache_mode=cache_mode)
+                       prompt_bucket=4, compact=compact, cache_mode=cache_mode, decode_attention=attn)
+    assert engine.decode_attention == attn
     batch = engine.generate(PROMPTS, 1, SamplingParams(max_new_tokens=64, temperature=0.0))
     for i in range(len(PROMPTS)):
         n = int(batch.lengths[i])
@@ -93,13 +96,17 @@ def test_pow2_rows_pad_without_changing_samples(tiny_pair):
     assert sum(fn._cache_size() for fn in prefills) == 1  # 3 and 4 rows: one compiled shape
 
 
-def test_sharded_engine_matches_single_device(tiny_pair):
+@pytest.mark.parametrize("attn", ["xla", "pallas"])
+def test_sharded_engine_matches_single_device(tiny_pair, attn):
+    """8 CPU devices, rows over data × fsdp, heads over tensor; pallas: the kernel per device
+    under shard_map."""
     _, model, path = tiny_pair
     sp = SamplingParams(max_new_tokens=24, temperature=0.8, seed=3)
     single = JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=16, prompt_bucket=4)
     mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     train_model = load_hf(path, dtype=jnp.float32, mesh=mesh)
-    sharded = JaxEngine(train_model, eos_token_ids=[EOS], pad_token_id=PAD, mesh=mesh, kv_bucket=32, segment_len=16, prompt_bucket=4)
+    sharded = JaxEngine(train_model, eos_token_ids=[EOS], pad_token_id=PAD, mesh=mesh, kv_bucket=32, segment_len=16,
+                        prompt_bucket=4, decode_attention=attn)
     q = sharded._params["layers"][0]["attn"]["q_proj"]
     assert q[...].sharding.spec == jax.sharding.PartitionSpec(None, "tensor")  # no FSDP when sampling
     a = single.generate(PROMPTS[:3], 2, sp)
@@ -187,6 +194,17 @@ def test_top_p_search_matches_the_sorted_definition(scale):
             assert got[r].sum() >= 1
     tied = jnp.asarray([[1.0, 1.0, 1.0, 1.0, -5.0]])  # 4 equal tokens hold ~all the mass
     assert np.isfinite(np.asarray(filter_top_p(tied, 0.3))).tolist() == [[True, True, True, True, False]]
+
+
+def test_decode_attention_choice():
+    from openrs_jax.model import Qwen2, tiny
+
+    model = Qwen2(tiny(), rngs=nnx.Rngs(0))
+    assert JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD).decode_attention == "xla"  # auto on CPU
+    with pytest.raises(ValueError, match="decode_attention"):
+        JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, decode_attention="flash")
+    with pytest.raises(ValueError, match="kv_bucket"):
+        JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, decode_attention="pallas", kv_bucket=24)
 
 
 def test_bf16_engine_left_padded_batch():
