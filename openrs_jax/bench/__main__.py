@@ -42,7 +42,7 @@ from typing import Any
 from openrs_jax.bench import update as upd
 
 PHASES = ("update", "reference", "generation")
-COLUMNS = ["phase", "impl", "T", "tokens_per_s", "MFU", "peak_GiB", "ratio", "ratio_compile", "notes"]
+COLUMNS = ["phase", "impl", "T", "tokens_per_s", "MFU", "peak_GiB", "ratio", "ratio_compile", "scaling", "notes"]
 
 
 def _ints(s: str) -> list[int]:
@@ -67,6 +67,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--forward", default="trainer",
                     help="JAX update/reference forward: trainer (the only one now; kept for the record format)")
     ap.add_argument("--impls", default="jax,torch", help="comma list of jax,torch")
+    ap.add_argument("--devices", default="1",
+                    help="JAX update over these GPU counts (comma list; FSDP mesh, --batch rows per GPU); "
+                         "rows with more than one GPU get a `scaling` column against the one-GPU row")
+    ap.add_argument("--parallel", default="fsdp",
+                    help="mesh axis of the multi-GPU rows: fsdp (sharded state), data (replicated), or both")
     ap.add_argument("--torch-compile", action="store_true", help="also run PyTorch with torch.compile")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
@@ -117,7 +122,10 @@ def plan(args) -> list[tuple[str, str, dict[str, Any]]]:
                 for forward in _strs(args.forward):
                     for remat in remats:
                         for chunk in _ints(args.chunk):
-                            out.append((phase, f"jax_{phase}", dict(base, seq=t, remat=remat, chunk=chunk, forward=forward)))
+                            for n in (_ints(args.devices) if phase == "update" else [1]):
+                                for par in (_strs(args.parallel) if n > 1 else ["fsdp"]):
+                                    out.append((phase, f"jax_{phase}", dict(base, seq=t, remat=remat, chunk=chunk,
+                                                                            forward=forward, devices=n, parallel=par)))
             if "torch" in args.impl_list:
                 out.append((phase, f"torch_{phase}", dict(base, seq=t)))
                 if args.torch_compile:
@@ -127,7 +135,7 @@ def plan(args) -> list[tuple[str, str, dict[str, Any]]]:
 
 def _notes(kind: str, spec: upd.Spec, res: dict[str, Any]) -> str:
     if kind.startswith("jax_update"):
-        note = f"remat={spec.remat} chunk={spec.chunk}"
+        note = f"remat={spec.remat} chunk={spec.chunk}" + (f" devices={spec.devices} {spec.parallel}" if spec.devices > 1 else "")
     elif kind.startswith("jax_reference"):
         note = f"chunk={spec.chunk}"
     else:
@@ -145,15 +153,16 @@ def make_row(phase: str, kind: str, spec: upd.Spec, res: dict[str, Any], flops_p
     impl = "jax" if kind.startswith("jax") else ("torch.compile" if spec.compile else "torch")
     row = {"phase": phase, "impl": impl, "T": spec.seq, "notes": _notes(kind, spec, res),
            "spec": dataclasses.asdict(spec), "result": res}
+    row["devices"] = spec.devices
     if "step_s" in res:
-        tokens = spec.batch * spec.seq
+        tokens = spec.rows * spec.seq
         row["tokens_per_s"] = tokens / res["step_s"]
         if res.get("peak_GiB") is not None:
-            row["peak_GiB"] = res["peak_GiB"]
-        flops = spec.batch * upd.model_flops(cfg, spec.seq, spec.completion, phase)
+            row["peak_GiB"] = res["peak_GiB"]  # of the first GPU
+        flops = spec.rows * upd.model_flops(cfg, spec.seq, spec.completion, phase)
         row["model_TFLOP"] = flops / 1e12
-        if flops_per_s:
-            row["MFU"] = flops / (res["step_s"] * flops_per_s)
+        if flops_per_s:  # per GPU
+            row["MFU"] = flops / (res["step_s"] * flops_per_s * spec.devices)
     return row
 
 
@@ -193,6 +202,14 @@ def add_ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
     best: dict[str, dict[str, Any]] = {}
     for r in rows:
         if r["impl"] != "jax" or "tokens_per_s" not in r:
+            continue
+        if r.get("devices", 1) > 1:
+            # Scaling: against the one-GPU row of the same variant; not compared with PyTorch.
+            one = next((o for o in rows if o["impl"] == "jax" and o.get("devices", 1) == 1 and o["phase"] == r["phase"]
+                        and o["T"] == r["T"] and o["spec"]["remat"] == r["spec"]["remat"]
+                        and o["spec"]["chunk"] == r["spec"]["chunk"] and "tokens_per_s" in o), None)
+            if one is not None:
+                r["scaling"] = r["tokens_per_s"] / one["tokens_per_s"]
             continue
         for other, col in (("torch", "ratio"), ("torch.compile", "ratio_compile")):
             ref = next((o for o in rows if o["impl"] == other and o["phase"] == r["phase"] and o["T"] == r["T"]

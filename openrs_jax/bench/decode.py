@@ -24,7 +24,7 @@ from openrs_jax.bench import common
 
 
 def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None = None,
-             cache_mode: str = "grow", temperature: float = 0.7) -> dict:
+             cache_mode: str = "grow", temperature: float = 0.7, decode_attention: str = "auto") -> dict:
     from openrs_jax.model import create_sharded, deepseek_r1_distill_qwen_1p5b
     from openrs_jax.rollout.base import SamplingParams
     from openrs_jax.rollout.jax_engine import JaxEngine
@@ -32,7 +32,8 @@ def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None
     cfg = deepseek_r1_distill_qwen_1p5b(**({} if layers is None else {"num_layers": layers}))
     model = create_sharded(cfg, seed=0)
     # No EOS: measure full-length decoding.
-    engine = JaxEngine(model, eos_token_ids=[], pad_token_id=0, max_batch_size=batch, cache_mode=cache_mode)
+    engine = JaxEngine(model, eos_token_ids=[], pad_token_id=0, max_batch_size=batch, cache_mode=cache_mode,
+                       decode_attention=decode_attention)
     prompts = common.np_random_tokens(batch, prompt, 150000).tolist()
     sp = SamplingParams(max_new_tokens=new, temperature=temperature, seed=0)
     t0 = time.perf_counter()
@@ -45,7 +46,7 @@ def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None
         times.append(time.perf_counter() - t0)
     ntok = int(out.lengths.sum())
     best = min(times)
-    return {"engine": f"jax/{cache_mode}/T={temperature}", "batch": batch, "prompt": prompt, "new": new, "tokens": ntok,
+    return {"engine": f"jax/{cache_mode}/{engine.decode_attention}/T={temperature}", "batch": batch, "prompt": prompt, "new": new, "tokens": ntok,
             "first_call_s": first, "time_s": best, "tokens_per_s": ntok / best,
             "peak_GiB": (common.peak_bytes() or 0) / 2**30}
 
@@ -84,7 +85,7 @@ def _hf_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None 
 
 
 def _in_subprocess(kind: str, batch: int, prompt: int, new: int, repeats: int, layers: int | None,
-                   cache_mode: str, temperature: float) -> dict:
+                   cache_mode: str, temperature: float, decode_attention: str) -> dict:
     """Each engine in its own process: JAX and torch do not share the GPU allocator."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         path = f.name
@@ -92,7 +93,7 @@ def _in_subprocess(kind: str, batch: int, prompt: int, new: int, repeats: int, l
            "--prompt", str(prompt), "--new", str(new), "--repeats", str(repeats), "--_result", path]
     if layers is not None:
         cmd += ["--layers", str(layers)]
-    cmd += ["--cache-mode", cache_mode, "--temperature", str(temperature)]
+    cmd += ["--cache-mode", cache_mode, "--temperature", str(temperature), "--decode-attention", decode_attention]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"engine": kind, "batch": batch, "new": new, "error": proc.stderr[-2000:]}
@@ -111,16 +112,19 @@ def main(argv=None):
     ap.add_argument("--layers", type=int, default=None, help="fewer layers (CPU smoke runs)")
     ap.add_argument("--cache-mode", default="grow", choices=["grow", "slice"], help="JaxEngine cache_mode")
     ap.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    ap.add_argument("--decode-attention", default="auto",
+                    help="JaxEngine decode_attention: auto, xla, pallas, or a comma list (one jax row each)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_result", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     batches = [int(x) for x in args.batches.split(",")]
-    opts = (args.layers, args.cache_mode, args.temperature)
+    attns = [a.strip() for a in args.decode_attention.split(",") if a.strip()]
     news = [int(x) for x in args.new.split(",")]
     if args.__dict__["_worker"]:
         fn = _jax_run if args._worker == "jax" else _hf_run
-        extra = {"cache_mode": args.cache_mode, "temperature": args.temperature} if fn is _jax_run else {}
+        extra = ({"cache_mode": args.cache_mode, "temperature": args.temperature, "decode_attention": attns[0]}
+                 if fn is _jax_run else {})
         res = fn(batches[0], args.prompt, news[0], args.repeats, args.layers, **extra)
         with open(args._result, "w") as f:
             json.dump(res, f)
@@ -136,10 +140,13 @@ def main(argv=None):
     for new in news:
         for b in batches:
             if args.only in (None, "jax"):
-                rows.append(_in_subprocess("jax", b, args.prompt, new, args.repeats, *opts))
-                print(rows[-1], flush=True)
+                for attn in attns:
+                    rows.append(_in_subprocess("jax", b, args.prompt, new, args.repeats, args.layers, args.cache_mode,
+                                               args.temperature, attn))
+                    print(rows[-1], flush=True)
             if args.only in (None, "hf") and str(new) in args.hf_new.split(","):
-                rows.append(_in_subprocess("hf", b, args.prompt, new, args.repeats, *opts))
+                rows.append(_in_subprocess("hf", b, args.prompt, new, args.repeats, args.layers, args.cache_mode,
+                                           args.temperature, "auto"))
                 print(rows[-1], flush=True)
             common.write_json(args.out, {"env": env, "rows": rows, "partial": True})
     bw = common.hbm_bandwidth()

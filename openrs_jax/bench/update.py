@@ -120,6 +120,13 @@ class Spec:
     repeats: int = 5
     ceiling_n: int = 16384
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    devices: int = 1  # JAX update over a mesh of this many GPUs
+    parallel: str = "fsdp"  # that mesh's one axis: "fsdp" (sharded state) or "data" (replicated state)
+
+    @property
+    def rows(self) -> int:
+        """Rows of one step: `batch` per device."""
+        return self.batch * self.devices
 
     @property
     def completion(self) -> int:
@@ -132,6 +139,10 @@ class Spec:
             raise ValueError(f"forward must be one of {FORWARDS}, got {self.forward!r}")
         if self.warmup < 1 or self.repeats < 1:
             raise ValueError(f"warmup ({self.warmup}) and repeats ({self.repeats}) must be >= 1")
+        if self.devices < 1:
+            raise ValueError(f"devices must be >= 1, got {self.devices}")
+        if self.parallel not in ("fsdp", "data"):
+            raise ValueError(f"parallel must be 'fsdp' or 'data', got {self.parallel!r}")
 
 
 def synthetic_batch(vocab: int, batch: int, seq: int, prompt: int, seed: int = SEED) -> dict[str, np.ndarray]:
@@ -160,19 +171,42 @@ def _median(xs: list[float]) -> float:
 # ---------------------------------------------------------------------- JAX workers
 
 
+def _mesh(spec: Spec):
+    """None for one device; else a one-axis mesh of `spec.devices` GPUs with rows split over
+    them: "fsdp" (the trainer's default: parameters, gradients and Adam state sharded too) or
+    "data" (state replicated, gradients all-reduced; `mesh: {data: N, fsdp: 1}` in a config)."""
+    import jax
+
+    from openrs_jax import sharding as shd
+
+    if spec.devices == 1:
+        return None
+    if jax.device_count() < spec.devices:
+        raise ValueError(f"devices={spec.devices} but this machine has {jax.device_count()} {jax.default_backend()} device(s)")
+    axes = {"data": 1, "fsdp": 1, "tensor": 1, spec.parallel: spec.devices}
+    return shd.make_mesh(axes, jax.devices()[: spec.devices])
+
+
 def _jax_model(spec: Spec, param_dtype: str, remat: str):
-    """(cfg, graphdef, params) of the policy built as the trainer builds it."""
+    """(cfg, graphdef, params, mesh) of the policy built as the trainer builds it."""
+    import jax
     from flax import nnx
 
+    from openrs_jax import sharding as shd
     from openrs_jax.model import create_sharded
 
     cfg = model_config(spec.model).replace(dtype="bfloat16", param_dtype=param_dtype, remat=remat)
-    # One device, no mesh: the trainer's one-device mesh constrains nothing, and
-    # `create_sharded` with a mesh jits the random init, which takes XLA minutes to compile
-    # for the 1.5B shape (the eager init takes seconds).
+    # Created eagerly on one device and then placed: `create_sharded` with a mesh jits the
+    # random init, which takes XLA minutes to compile for the 1.5B shape (the eager init
+    # takes seconds). On one device the trainer's mesh constrains nothing, so none is set.
     model = create_sharded(cfg, None, seed=SEED)
+    mesh = _mesh(spec)
+    if mesh is not None:
+        model.set_sharding(mesh, shd.TRAIN_RULES)  # activation constraints, as the trainer's model
     graphdef, params = nnx.split(model, nnx.Param)[:2]
-    return cfg, graphdef, params
+    if mesh is not None:
+        params = jax.device_put(params, shd.state_shardings(params, mesh, shd.TRAIN_RULES))
+    return cfg, graphdef, params, mesh
 
 
 def _jax_loss_settings(spec: Spec):
@@ -189,26 +223,29 @@ def _jax_loss_settings(spec: Spec):
     )
 
 
-def _jax_batch(spec: Spec, cfg, with_ref: bool):
+def _jax_batch(spec: Spec, cfg, with_ref: bool, mesh=None):
     import jax
 
     from openrs_jax import grpo
+    from openrs_jax import sharding as shd
     from openrs_jax.trainer.step import TrainBatch
 
-    host = synthetic_batch(cfg.vocab_size, spec.batch, spec.seq, spec.prompt)
+    host = synthetic_batch(cfg.vocab_size, spec.rows, spec.seq, spec.prompt)
     seq_w = np.asarray(
         grpo.sequence_weights(host["completion_mask"], loss_type="openrs", num_generations=_num_generations(spec.batch)),
         np.float32,
     )
     batch = TrainBatch(
         tokens=host["tokens"],
-        prompt_lengths=np.full((spec.batch,), spec.prompt, np.int32),
+        prompt_lengths=np.full((spec.rows,), spec.prompt, np.int32),
         completion_mask=host["completion_mask"],
         advantages=host["advantages"],
         seq_weights=seq_w,
         ref_logps=host["ref_logps"] if with_ref else None,
     )
-    return jax.device_put(batch, jax.devices()[0])
+    if mesh is None:
+        return jax.device_put(batch, jax.devices()[0])
+    return jax.tree.map(lambda x: jax.device_put(x, shd.batch_sharding(mesh, shd.TRAIN_RULES, x.ndim)), batch)
 
 
 FORWARDS = ("trainer",)
@@ -246,17 +283,23 @@ def jax_update(spec: Spec) -> dict[str, Any]:
     import jax
 
     from openrs_jax.trainer.step import (
-        build_train_step, init_optimizer, lr_schedule, make_optimizer,
+        build_train_step, init_optimizer, lr_schedule, make_optimizer, optimizer_shardings,
     )
 
     _use_forward(spec.forward)
-    cfg, graphdef, params = _jax_model(spec, "float32", spec.remat)
+    cfg, graphdef, params, mesh = _jax_model(spec, "float32", spec.remat)
     loss = _jax_loss_settings(spec)
     schedule = lr_schedule(1e-6, 500, 50)
     optimizer = make_optimizer(schedule, max_grad_norm=1.0)
-    opt_state = init_optimizer(optimizer, params)
-    step = build_train_step(graphdef, optimizer, schedule, loss, 1)
-    batch = _jax_batch(spec, cfg, with_ref=True)
+    if mesh is None:
+        opt_state = init_optimizer(optimizer, params)
+        step = build_train_step(graphdef, optimizer, schedule, loss, 1)
+    else:  # as the trainer: outputs keep the inputs' shardings
+        param_sh = jax.tree.map(lambda x: x.sharding, params)
+        opt_sh = optimizer_shardings(optimizer, params)
+        opt_state = init_optimizer(optimizer, params, opt_sh)
+        step = build_train_step(graphdef, optimizer, schedule, loss, 1, param_shardings=param_sh, opt_shardings=opt_sh)
+    batch = _jax_batch(spec, cfg, with_ref=True, mesh=mesh)
 
     t0 = time.perf_counter()
     compiled = step.lower(params, opt_state, batch).compile()
@@ -297,7 +340,9 @@ def jax_reference(spec: Spec) -> dict[str, Any]:
     from openrs_jax.trainer.step import build_logps_fn
 
     _use_forward(spec.forward)
-    cfg, graphdef, params = _jax_model(spec, "bfloat16", "none")
+    if spec.devices != 1:
+        raise ValueError("the reference benchmark runs on one device (devices=1)")
+    cfg, graphdef, params, _ = _jax_model(spec, "bfloat16", "none")
     fn = build_logps_fn(graphdef, _jax_loss_settings(spec), 1)
     batch = _jax_batch(spec, cfg, with_ref=False)
     t0 = time.perf_counter()

@@ -91,3 +91,27 @@ def test_cli_rejects_unknown_variants():
     assert args.phase_list == ["update", "reference"]
     kinds = [(p, f["remat"] if k.startswith("jax_update") else None, f.get("chunk")) for p, k, f in bench.plan(args)]
     assert kinds.count(("update", "dots", 512)) == 1 and kinds.count(("update", "full", 1024)) == 1
+
+
+def test_update_over_devices_reports_scaling(tmp_path):
+    """--devices 1,2: the JAX update on one CPU device and on an FSDP mesh of two (8 virtual
+    CPU devices in the test process); the two-device row does twice the rows and is compared
+    with the one-device row, not with PyTorch."""
+    rec = bench.main(TINY_FLAGS + ["--phases", "update", "--seq", "64", "--prompt", "16", "--chunk", "32",
+                                   "--remat", "none", "--devices", "1,2", "--parallel", "fsdp,data", "--impls", "jax", "--ceiling-n", "128",
+                                   "--warmup", "1", "--repeats", "2", "--in-process", "--out", str(tmp_path / "b.json")])
+    one, two, dp = rec["rows"]
+    assert dp["devices"] == 2 and "data" in dp["notes"] and dp["scaling"] > 0
+    assert (one["devices"], two["devices"]) == (1, 2)
+    for r in (one, two):
+        assert "error" not in r["result"], r["result"]
+    assert two["tokens_per_s"] == pytest.approx(12 * 64 / two["result"]["step_s"])
+    assert two["scaling"] == pytest.approx(two["tokens_per_s"] / one["tokens_per_s"])
+    assert "devices=2" in two["notes"] and "ratio" not in two
+    # Same data-parallel objective: the 12-row loss is of the same magnitude as the 6-row one.
+    np.testing.assert_allclose(two["result"]["loss"], one["result"]["loss"], rtol=0.5)
+
+
+def test_more_devices_than_the_machine_has_is_a_row_error():
+    res = upd.run_worker("jax_update", upd.Spec(seq=32, prompt=8, devices=64, model=TINY), in_process=True)
+    assert res["error"] == "error" and "devices=64" in res["detail"]
