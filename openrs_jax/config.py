@@ -232,7 +232,8 @@ class RolloutSection:
     disable those filters. `batch_size` caps the sequences the jax sampler decodes at once
     (None: all P·G). `vllm_sync_dir` None means `<output_dir>/vllm_weights`.
     `decode_attention` picks the jax sampler's attention kernel for decode steps: "pallas"
-    (fused, GPUs), "xla" (einsum path, everywhere), "auto" = pallas on GPUs in bf16/fp16."""
+    (fused, GPUs), "xla" (einsum path, everywhere), "auto" = pallas when sampling on one GPU in
+    bf16/fp16 (multi-GPU sampling meshes keep xla unless told "pallas")."""
 
     engine: Literal["jax", "vllm"] = "jax"
     temperature: float = 0.7

@@ -70,8 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--devices", default="1",
                     help="JAX update over these GPU counts (comma list; FSDP mesh, --batch rows per GPU); "
                          "rows with more than one GPU get a `scaling` column against the one-GPU row")
-    ap.add_argument("--parallel", default="fsdp",
-                    help="mesh axis of the multi-GPU rows: fsdp (sharded state), data (replicated), or both")
+    ap.add_argument("--parallel", default="data",
+                    help="mesh axis of the multi-GPU rows: data (replicated state, the trainer's default), "
+                         "fsdp (sharded state), or both")
     ap.add_argument("--torch-compile", action="store_true", help="also run PyTorch with torch.compile")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)

@@ -121,7 +121,7 @@ class Spec:
     ceiling_n: int = 16384
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
     devices: int = 1  # JAX update over a mesh of this many GPUs
-    parallel: str = "fsdp"  # that mesh's one axis: "fsdp" (sharded state) or "data" (replicated state)
+    parallel: str = "data"  # that mesh's one axis: "data" (replicated state) or "fsdp" (sharded state)
 
     @property
     def rows(self) -> int:
@@ -173,8 +173,8 @@ def _median(xs: list[float]) -> float:
 
 def _mesh(spec: Spec):
     """None for one device; else a one-axis mesh of `spec.devices` GPUs with rows split over
-    them: "fsdp" (the trainer's default: parameters, gradients and Adam state sharded too) or
-    "data" (state replicated, gradients all-reduced; `mesh: {data: N, fsdp: 1}` in a config)."""
+    them: "data" (the trainer's default mesh: state replicated, gradients all-reduced) or
+    "fsdp" (parameters, gradients and Adam state sharded too; `mesh: {data: 1, fsdp: -1}`)."""
     import jax
 
     from openrs_jax import sharding as shd
