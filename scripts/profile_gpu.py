@@ -119,18 +119,11 @@ def profile_decode(args, out: pathlib.Path) -> dict:
 
 def profile_update(args, out: pathlib.Path) -> dict:
     from openrs_jax.bench import update as upd
-    from openrs_jax.trainer.step import build_train_step, init_optimizer, lr_schedule, make_optimizer
 
     model = {} if args.layers is None else {"num_layers": args.layers}
     spec = upd.Spec(batch=args.batch, seq=args.seq, prompt=args.prompt, remat=args.remat, chunk=args.chunk,
                     model=model)
-    cfg, graphdef, params, _ = upd._jax_model(spec, "float32", spec.remat)
-    schedule = lr_schedule(1e-6, 500, 50)
-    optimizer = make_optimizer(schedule, max_grad_norm=1.0)
-    opt_state = init_optimizer(optimizer, params)
-    step = build_train_step(graphdef, optimizer, schedule, upd._jax_loss_settings(spec), 1)
-    batch = upd._jax_batch(spec, cfg, with_ref=True)
-    compiled = step.lower(params, opt_state, batch).compile()
+    _, compiled, params, opt_state, batch, _ = upd.build_jax_update(spec)
     state = [params, opt_state]
 
     def run(n):

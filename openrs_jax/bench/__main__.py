@@ -68,7 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="JAX update/reference forward: trainer (the only one now; kept for the record format)")
     ap.add_argument("--impls", default="jax,torch", help="comma list of jax,torch")
     ap.add_argument("--devices", default="1",
-                    help="JAX update over these GPU counts (comma list; FSDP mesh, --batch rows per GPU); "
+                    help="JAX update over these GPU counts (comma list; a mesh over --parallel, --batch rows per GPU); "
                          "rows with more than one GPU get a `scaling` column against the one-GPU row")
     ap.add_argument("--parallel", default="data",
                     help="mesh axis of the multi-GPU rows: data (replicated state, the trainer's default), "
@@ -102,6 +102,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for r in _strs(args.remat):
         if r not in ("none", "dots", "full"):
             ap.error(f"--remat: {r!r} is not none, dots or full")
+    for par in _strs(args.parallel):
+        if par not in ("data", "fsdp"):
+            ap.error(f"--parallel: {par!r} is not data or fsdp")
     for a in _strs(args.forward):
         if a not in upd.FORWARDS:
             ap.error(f"--forward: {a!r} is not one of {upd.FORWARDS}")
@@ -124,7 +127,7 @@ def plan(args) -> list[tuple[str, str, dict[str, Any]]]:
                     for remat in remats:
                         for chunk in _ints(args.chunk):
                             for n in (_ints(args.devices) if phase == "update" else [1]):
-                                for par in (_strs(args.parallel) if n > 1 else ["fsdp"]):
+                                for par in (_strs(args.parallel) if n > 1 else ["data"]):  # n = 1: no mesh
                                     out.append((phase, f"jax_{phase}", dict(base, seq=t, remat=remat, chunk=chunk,
                                                                             forward=forward, devices=n, parallel=par)))
             if "torch" in args.impl_list:

@@ -278,8 +278,9 @@ def _jax_peak_gib() -> float | None:
     return None if peak is None else peak / 2**30
 
 
-def jax_update(spec: Spec) -> dict[str, Any]:
-    """Median step time of the trainer's jitted update (see module docstring)."""
+def build_jax_update(spec: Spec):
+    """The trainer's update for `spec`, compiled: (cfg, compiled step, params, opt_state, batch,
+    compile seconds). Shared by `jax_update` and scripts/profile_gpu.py."""
     import jax
 
     from openrs_jax.trainer.step import (
@@ -300,10 +301,16 @@ def jax_update(spec: Spec) -> dict[str, Any]:
         opt_state = init_optimizer(optimizer, params, opt_sh)
         step = build_train_step(graphdef, optimizer, schedule, loss, 1, param_shardings=param_sh, opt_shardings=opt_sh)
     batch = _jax_batch(spec, cfg, with_ref=True, mesh=mesh)
-
     t0 = time.perf_counter()
     compiled = step.lower(params, opt_state, batch).compile()
-    compile_s = time.perf_counter() - t0
+    return cfg, compiled, params, opt_state, batch, time.perf_counter() - t0
+
+
+def jax_update(spec: Spec) -> dict[str, Any]:
+    """Median step time of the trainer's jitted update (see module docstring)."""
+    import jax
+
+    cfg, compiled, params, opt_state, batch, compile_s = build_jax_update(spec)
     plan = _memory_plan(compiled)
 
     metrics = None

@@ -6,8 +6,9 @@ Three kernels behind one function:
   steps unless told otherwise.
 - "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, the fused flash kernel
   on NVIDIA GPUs, for training and scoring forwards.
-- "pallas": `openrs_jax.model.decode_attention`, a fused decode kernel (one query token per
-  row, valid slots given as a range per row) for the sampler's decode steps on GPUs.
+- the fused decode kernel of `openrs_jax.model.decode_attention` (one query token per row,
+  valid slots given as a range per row), passed in as `decode_attn` for the sampler's decode
+  steps on GPUs (`Qwen2.forward_cached(decode_impl="pallas")`).
 """
 
 from __future__ import annotations
@@ -127,9 +128,10 @@ class Attention(nnx.Module):
         cache_index: Int[Array, ""] | None = None,
         kv_read_len: int | None = None,
         impl: str = "xla",
-        kv_range: tuple[Int[Array, "B"], Int[Array, "B"]] | None = None,
         decode_attn=None,
     ) -> tuple[Float[Array, "B T D"], LayerCache | None]:
+        """decode_attn: with a cache, a fused decode kernel `(q [B, N, H], k, v) -> [B, N, H]`
+        bound to the rows' valid slots (`Qwen2.forward_cached`); replaces the XLA path."""
         b, t, _ = x.shape
         dt = self.dtype
         n, kvh, h = self.num_heads, self.num_kv_heads, self.head_dim
@@ -149,10 +151,10 @@ class Attention(nnx.Module):
             ck = jax.lax.dynamic_update_slice(cache.k, kt.astype(cache.k.dtype), (zero, zero, cache_index, zero))
             cv = jax.lax.dynamic_update_slice(cache.v, vt.astype(cache.v.dtype), (zero, zero, cache_index, zero))
             new_cache = LayerCache(ck, cv)
-            if impl == "pallas":
-                # The kernel reads only the slots in kv_range: no slicing (a slice of the
+            if decode_attn is not None:
+                # The kernel reads only the rows' valid slots: no slicing (a slice of the
                 # [B, K, S, H] buffer along S would be copied for the custom call).
-                out = decode_attn(q[:, 0], ck, cv, *kv_range)[:, None]
+                out = decode_attn(q[:, 0], ck, cv)[:, None]
             else:
                 # Read only the filled part of the cache (a static bound chosen by the caller).
                 s = kv_read_len or ck.shape[2]

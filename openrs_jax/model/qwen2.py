@@ -40,9 +40,9 @@ class DecoderLayer(nnx.Module):
         self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, dtype=dtype, param_dtype=pdt, rngs=rngs)
 
     def __call__(self, x, cos, sin, mask, cache=None, cache_index=None, kv_read_len=None, impl="xla",
-                 kv_range=None, decode_attn=None):
+                 decode_attn=None):
         h, new_cache = self.attn(self.input_norm(x), cos, sin, mask, cache, cache_index, kv_read_len, impl,
-                                 kv_range, decode_attn)
+                                 decode_attn)
         x = x + h
         x = x + self.mlp(self.post_attn_norm(x))
         return x, new_cache
@@ -219,18 +219,18 @@ class Qwen2(nnx.Module):
         mask = (k_slots <= q_slots)[None] & valid[:, None, :s]  # [B, T, S]
         cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta, self.dtype)
         x = self._constrain(self.embed_tokens(tokens), "batch", "seq", None)
-        impl, kv_range, decode_attn = "xla", None, None
-        if decode_impl == "pallas" and t == 1:
-            impl = "pallas"
-            # The first valid slot of each row and one past the slot just written.
-            start = jnp.argmax(valid, axis=1).astype(jnp.int32)
-            kv_range = (start, jnp.broadcast_to(index + 1, (b,)).astype(jnp.int32))
-            decode_attn = self._decode_attention_fn()
-        elif decode_impl not in ("xla", "pallas"):
+        if decode_impl not in ("xla", "pallas"):
             raise ValueError(f"decode_impl must be 'xla' or 'pallas', got {decode_impl!r}")
+        decode_attn = None
+        if decode_impl == "pallas" and t == 1:
+            # Valid slots of each row: from its first valid slot to the slot just written.
+            start = jnp.argmax(valid, axis=1).astype(jnp.int32)
+            end = jnp.broadcast_to(index + 1, (b,)).astype(jnp.int32)
+            kernel = self._decode_attention_fn()
+            decode_attn = lambda q, k, v: kernel(q, k, v, start, end)  # noqa: E731
         new_layers = []
         for layer, lc in zip(self.layers, cache.layers):
-            x, nc = layer(x, cos, sin, mask, lc, index, s, impl=impl, kv_range=kv_range, decode_attn=decode_attn)
+            x, nc = layer(x, cos, sin, mask, lc, index, s, impl="xla", decode_attn=decode_attn)
             x = self._constrain(x, "batch", "seq", None)
             new_layers.append(nc)
         hidden = self.final_norm(x)
