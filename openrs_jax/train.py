@@ -17,10 +17,13 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from openrs_jax.config import describe_fields
+
     ap = argparse.ArgumentParser(
         prog="python -m openrs_jax.train",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="config fields (--set KEY=VALUE; YAML values, null for None):\n" + describe_fields(),
     )
     ap.add_argument("--config", default=None,
                     help="a YAML recipe (path, or a name in configs/: openrs1, openrs2, openrs3, quickstart); "

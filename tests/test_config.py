@@ -293,3 +293,48 @@ def test_default_run_config_is_the_open_rs_recipe():
 def test_config_modules_do_not_import_jax():
     code = "import sys, openrs_jax.config, openrs_jax.data; assert 'jax' not in sys.modules, 'jax imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---------------------------------------------------------------------- non-finite values
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optim.learning_rate=.nan", "optim.learning_rate"),
+        ("optim.learning_rate=nan", "optim.learning_rate"),  # a string that float() reads as NaN
+        ("optim.learning_rate=.inf", "optim.learning_rate"),
+        ("rollout.temperature=.nan", "rollout.temperature"),
+        ("grpo.beta=-.inf", "grpo.beta"),
+        ("optim.max_grad_norm=.nan", "optim.max_grad_norm"),
+        ("rewards.reward_weights=[1.0, .nan]", "rewards.reward_weights"),
+        ("rewards.reward_kwargs.cosine.max_len=.inf", "rewards.reward_kwargs"),
+    ],
+)
+def test_non_finite_values_are_rejected_naming_the_key(override, key):
+    # `x < 0` is False for NaN: a range check alone lets NaN through (and NaN weights follow).
+    with pytest.raises(ConfigError) as e:
+        load_config("openrs3", [override])
+    assert f"{key}: must be a finite number" in str(e.value)
+
+
+def test_every_field_has_help_and_is_listed():
+    from openrs_jax.config import describe_fields, field_rows
+
+    rows = field_rows()
+    keys = [r[0] for r in rows]
+    assert "optim.learning_rate" in keys and "data.sources[].ratio" in keys and "seed" in keys
+    assert all(help_text for _, _, _, help_text in rows), [k for k, _, _, h in rows if not h]
+    text = describe_fields()
+    assert all(key in text for key in keys)
+    assert "[in (0, 1]]" in describe_fields("rollout")  # top_p's range, from the field's metadata
+    with pytest.raises(ConfigError, match="no config section 'optm' \\(did you mean 'optim'"):
+        describe_fields("optm")
+
+
+def test_train_help_lists_every_field():
+    out = subprocess.run([sys.executable, "-m", "openrs_jax.train", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    from openrs_jax.config import field_rows
+
+    missing = [key for key, *_ in field_rows() if key not in out]
+    assert not missing, missing
+    assert "peak learning rate" in out
