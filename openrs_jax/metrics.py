@@ -7,6 +7,7 @@ metric writers import TensorFlow at package import, which this project does not 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -28,6 +29,22 @@ PROGRESS_KEYS = (
     ("tokens_per_s", "tok/s"),
     ("time/step", "s/step"),
 )
+
+
+class PhaseTimer:
+    """Wall time per named phase: `with timer("rollout"): ...` adds to `timer.times["rollout"]`
+    (a phase entered twice accumulates). The one timing helper of the training loop."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
 
 
 def _clean(v: Any) -> Any:

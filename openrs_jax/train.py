@@ -73,11 +73,13 @@ def main(argv=None) -> int:
     from openrs_jax.checkpoint import CheckpointError
     from openrs_jax.rollout.vllm_engine import VLLMError
     from openrs_jax.rollout.vllm_server import VLLMServerError
-    from openrs_jax.trainer.trainer import NonFiniteError, Trainer
+    from openrs_jax.trainer.trainer import NonFiniteError, RunWriteError, Trainer
 
+    trainer = Trainer(cfg, resume=args.resume)
     try:
-        Trainer(cfg, resume=args.resume).run()
-    except (ValueError, FileNotFoundError, CheckpointError, NonFiniteError, VLLMError, VLLMServerError) as e:
+        trainer.run()
+    except (ValueError, FileNotFoundError, CheckpointError, NonFiniteError, RunWriteError, VLLMError,
+            VLLMServerError) as e:
         # Bad input (config, data, weights), an unreachable server, a failed save: the message
         # names the problem; the traceback only with OPENRS_DEBUG=1.
         if os.environ.get("OPENRS_DEBUG"):
@@ -87,6 +89,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    if trainer.stopped_by is not None:
+        # Stopped early by a signal (checkpoint saved): not a success, so schedulers and
+        # scripts see the run is unfinished. 128 + N is the shell's convention.
+        return 128 + trainer.stopped_by
     return 0
 
 

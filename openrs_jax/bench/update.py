@@ -210,17 +210,18 @@ def _jax_model(spec: Spec, param_dtype: str, remat: str):
 
 
 def _jax_loss_settings(spec: Spec):
-    from openrs_jax.trainer.step import LossSettings
+    """The loss settings the trainer builds for the openrs3 recipe (`trainer.step.loss_settings`,
+    the one place they are read from a config), at this benchmark's shape."""
+    import dataclasses
 
-    # As the trainer fills them for the openrs presets (trainer.Trainer._setup).
-    return LossSettings(
-        beta=BETA,
-        loss_type="openrs",
-        num_generations=_num_generations(spec.batch),
-        max_completion_length=spec.completion,
-        sampling_is_mode="sequence_truncate",
-        logprob_chunk=spec.chunk,
-    )
+    from openrs_jax.config import load_config
+    from openrs_jax.trainer.step import loss_settings
+
+    cfg = load_config("openrs3", [f"grpo.beta={BETA}", f"grpo.num_generations={_num_generations(spec.batch)}",
+                                  f"rollout.max_completion_length={spec.completion}",
+                                  "optim.micro_batch_size=null", "optim.gradient_accumulation_steps=null",
+                                  f"optim.num_prompts_per_step={max(1, spec.batch // _num_generations(spec.batch))}"])
+    return dataclasses.replace(loss_settings(cfg), logprob_chunk=spec.chunk)
 
 
 def _jax_batch(spec: Spec, cfg, with_ref: bool, mesh=None):

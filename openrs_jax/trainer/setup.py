@@ -1,16 +1,98 @@
-"""Building a run's parts from its RunConfig: mesh, model, tokenizer, rollout engine, rewards."""
+"""Building a run from its RunConfig (layer L5): mesh, tokenizer, prompts, model, optimizer,
+the compiled phases, rewards, the rollout engine, checkpoints and metric sinks.
+
+`build_run(cfg, ...)` returns the run's fixed parts (`Run`) and its initial `TrainState`
+(restored from the newest checkpoint with `resume`). Everything that changes from step to step
+lives in the state; everything here is built once. The order is chosen so that bad input fails
+before anything slow or irreversible happens: the config, the run directory lock and the
+dataset are checked before the model is loaded, and nothing in the run directory is changed
+until the state has been restored.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+import pathlib
+import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import optax
+from flax import nnx
 
 from openrs_jax import sharding as shd
+from openrs_jax.checkpoint import RunCheckpointer, abstract_with_shardings
 from openrs_jax.config import ConfigError, RunConfig
 from openrs_jax.model import ModelConfig, Qwen2, create_sharded
+from openrs_jax.rollout.base import RolloutEngine
+from openrs_jax.rollout.build import EngineSpec, build_engine
+from openrs_jax.trainer.state import TrainState
+from openrs_jax.trainer.step import (
+    LossSettings,
+    build_logps_fn,
+    build_train_step,
+    init_optimizer,
+    loss_settings,
+    lr_schedule,
+    make_optimizer,
+    optimizer_shardings,
+)
 from openrs_jax.weights.resolve import model_config_for, resolve_model_dir
+
+
+@dataclasses.dataclass
+class Policy:
+    """The trained model's compiled phases and layouts (built once per run).
+
+    train_step(params, opt_state, batch) -> (params, opt_state, metrics): one jit, donated.
+    logps_fn(params, batch) -> [B, C] log-probs: the reference (and old-policy) pass.
+    ref_params: the frozen initial policy in the compute dtype (None when β = 0).
+    """
+
+    graphdef: nnx.GraphDef
+    model_config: ModelConfig
+    param_shardings: Any
+    opt_shardings: Any
+    optimizer: optax.GradientTransformation
+    schedule: optax.Schedule
+    loss: LossSettings
+    num_micro: int
+    train_step: Callable
+    logps_fn: Callable
+    ref_params: Any | None
+
+    def model(self, params) -> Qwen2:
+        return nnx.merge(self.graphdef, params)
+
+
+@dataclasses.dataclass
+class Rewards:
+    """The configured reward functions, their names and weights (`combine_rewards` order)."""
+
+    fns: list[Any]
+    names: list[str]
+    weights: list[float]
+
+
+@dataclasses.dataclass
+class Run:
+    """A run's fixed parts. `closers` release them in reverse order (engine, servers, pools,
+    writers, the run-directory lock)."""
+
+    cfg: RunConfig
+    run_dir: pathlib.Path
+    mesh: jax.sharding.Mesh
+    rollout_mesh: jax.sharding.Mesh | None
+    tokenizer: Any
+    eos_ids: list[int]
+    pad_id: int
+    data: Any  # PromptIterator
+    policy: Policy
+    rewards: Rewards
+    engine: RolloutEngine
+    checkpointer: RunCheckpointer
+    closers: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 
 
 def build_meshes(cfg: RunConfig) -> tuple[jax.sharding.Mesh, jax.sharding.Mesh | None]:
@@ -69,7 +151,7 @@ def eos_and_pad(tokenizer, model_cfg: ModelConfig) -> tuple[list[int], int]:
     return eos, int(pad)
 
 
-def build_rewards(cfg: RunConfig) -> list[Any]:
+def build_rewards(cfg: RunConfig) -> Rewards:
     """The configured reward functions; pool settings passed to the rewards that take them."""
     from openrs_jax.rewards import get_reward, reward_params
 
@@ -82,4 +164,105 @@ def build_rewards(cfg: RunConfig) -> list[Any]:
         if "timeout_s" in accepted:
             kwargs.setdefault("timeout_s", cfg.rewards.timeout_s)
         fns.append(get_reward(name, **kwargs))
-    return fns
+    return Rewards(fns=fns, names=list(cfg.rewards.reward_funcs), weights=list(cfg.rewards.resolved_weights))
+
+
+def reward_columns(cfg: RunConfig) -> list[str]:
+    """Dataset columns the configured rewards read besides problem/solution."""
+    cols = []
+    if "exact_match" in cfg.rewards.reward_funcs:
+        cols.append(cfg.rewards.reward_kwargs.get("exact_match", {}).get("answer_column", "answer"))
+    return cols
+
+
+def build_policy(cfg: RunConfig, model: Qwen2) -> tuple[Policy, Any, Any]:
+    """(policy, params, initial optimizer state) for `model` (already on the training mesh)."""
+    graphdef, params = nnx.split(model, nnx.Param)[:2]
+    param_shardings = jax.tree.map(lambda x: x.sharding, params)
+    o = cfg.optim
+    schedule = lr_schedule(o.learning_rate, o.max_steps, o.num_warmup_steps, o.lr_scheduler_type, o.min_lr_rate)
+    optimizer = make_optimizer(schedule, b1=o.adam_beta1, b2=o.adam_beta2, eps=o.adam_epsilon,
+                               weight_decay=o.weight_decay, max_grad_norm=o.max_grad_norm)
+    opt_shardings = optimizer_shardings(optimizer, params)
+    opt_state = init_optimizer(optimizer, params, opt_shardings)
+    loss = loss_settings(cfg)
+    num_micro = cfg.gradient_accumulation_steps
+    compute = jnp.dtype(model.config.dtype)
+    # The reference model: the initial policy in the compute dtype (frozen).
+    ref_params = (
+        jax.jit(lambda p: jax.tree.map(lambda x: x.astype(compute), p), out_shardings=param_shardings)(params)
+        if cfg.grpo.beta != 0.0 else None
+    )
+    policy = Policy(
+        graphdef=graphdef, model_config=model.config, param_shardings=param_shardings, opt_shardings=opt_shardings,
+        optimizer=optimizer, schedule=schedule, loss=loss, num_micro=num_micro,
+        train_step=build_train_step(graphdef, optimizer, schedule, loss, num_micro,
+                                    param_shardings=param_shardings, opt_shardings=opt_shardings),
+        logps_fn=build_logps_fn(graphdef, loss, num_micro),
+        ref_params=ref_params,
+    )
+    return policy, params, opt_state
+
+
+def restore_state(checkpointer: RunCheckpointer, initial: TrainState, log: Callable[[str], None]) -> TrainState:
+    """The newest checkpoint restored into the layout of `initial` (which it replaces), or
+    `initial` when there is none."""
+    step = checkpointer.latest_step()
+    if step is None:
+        log(f"[openrs] --resume: no checkpoint in {checkpointer.directory}; starting at step 0")
+        return initial
+    params, opt_state, meta = checkpointer.restore(
+        step, abstract_with_shardings(initial.params), abstract_with_shardings(initial.opt_state))
+    log(f"[openrs] resumed from {checkpointer.directory}/{step} (step {int(meta['step'])})")
+    return TrainState.from_checkpoint(params, opt_state, meta)
+
+
+def learning_rate_at(cfg: RunConfig, step: int) -> float:
+    """The learning rate of optimizer step `step` + 1 (the schedule at count `step`)."""
+    o = cfg.optim
+    return float(lr_schedule(o.learning_rate, o.max_steps, o.num_warmup_steps, o.lr_scheduler_type,
+                             o.min_lr_rate)(step))
+
+
+def build_run(cfg: RunConfig, *, meshes: tuple[jax.sharding.Mesh, jax.sharding.Mesh | None], run_dir: pathlib.Path,
+              resume: bool, log: Callable[[str], None], closers: list[Callable[[], None]]) -> tuple[Run, TrainState]:
+    """The run's parts and its initial (or restored) state on `meshes` (`build_meshes`).
+    Everything started is appended to `closers` as soon as it exists, so a failure half-way
+    releases what was built."""
+    from openrs_jax.data import build_prompt_iterator, load_tokenizer
+
+    mesh, rollout_mesh = meshes
+    layout = "" if rollout_mesh is None else f", sampling on {len(rollout_mesh.devices.flat)} more"
+    log(f"[openrs] devices: {len(mesh.devices.flat)} x {jax.devices()[0].device_kind} training, "
+        f"mesh {dict(mesh.shape)}{layout}")
+    tokenizer = load_tokenizer(cfg.model.tokenizer_path)
+    # The prompts are read and checked before the model loads: a bad dataset fails in seconds.
+    data = build_prompt_iterator(cfg.data, tokenizer, cfg.seed, required_columns=reward_columns(cfg))
+
+    t0 = time.perf_counter()
+    model = build_model(cfg, mesh)
+    log(f"[openrs] model: {model.config.num_params() / 1e6:.1f}M parameters ({model.config.param_dtype} weights, "
+        f"{model.config.dtype} compute) in {time.perf_counter() - t0:.1f} s")
+    if len(tokenizer) > model.config.vocab_size:
+        raise ConfigError(f"tokenizer {cfg.model.tokenizer_path} has {len(tokenizer)} tokens but the model's "
+                          f"vocab_size is {model.config.vocab_size}")
+    eos_ids, pad_id = eos_and_pad(tokenizer, model.config)
+    policy, params, opt_state = build_policy(cfg, model)
+
+    checkpointer = RunCheckpointer(run_dir, keep=cfg.checkpoint.save_total_limit)
+    closers.append(checkpointer.close)
+    state = TrainState(step=0, params=params, opt_state=opt_state, data=data.state_dict())
+    if resume:
+        state = restore_state(checkpointer, state, log)
+
+    engine, close_engine = build_engine(
+        EngineSpec.from_rollout_config(cfg.rollout, max_batch_size=cfg.completions_per_step),
+        policy.model(state.params),
+        eos_token_ids=eos_ids, pad_token_id=pad_id, work_dir=run_dir, tokenizer=tokenizer,
+        mesh=rollout_mesh or mesh, rules=shd.SAMPLE_RULES, log=log,
+    )
+    closers.append(close_engine)
+    run = Run(cfg=cfg, run_dir=run_dir, mesh=mesh, rollout_mesh=rollout_mesh, tokenizer=tokenizer, eos_ids=eos_ids,
+              pad_id=pad_id, data=data, policy=policy, rewards=build_rewards(cfg), engine=engine,
+              checkpointer=checkpointer, closers=closers)
+    return run, state

@@ -62,10 +62,29 @@ class LossSettings:
     num_generations: int = 6
     max_completion_length: int | None = None
     logprob_temperature: float = 1.0
+    importance_sampling_level: str = "token"
     sampling_is_mode: str = "sequence_mask"
-    sampling_is_cap: float = 2.0
+    sampling_is_cap: float = 3.0
     logprob_chunk: int = 512
     log_entropy: bool = True
+
+
+def loss_settings(cfg) -> LossSettings:
+    """The one place the loss settings are read from a run config (`openrs_jax.config.RunConfig`):
+    the trainer and the benchmarks both call it."""
+    g = cfg.grpo
+    return LossSettings(
+        beta=g.beta,
+        epsilon_low=g.epsilon,
+        epsilon_high=g.resolved_epsilon_high,
+        loss_type=g.loss_type,
+        num_generations=g.num_generations,
+        max_completion_length=cfg.rollout.max_completion_length,
+        logprob_temperature=g.logprob_temperature,
+        importance_sampling_level=g.importance_sampling_level,
+        sampling_is_mode=g.vllm_importance_sampling_mode,
+        sampling_is_cap=g.vllm_importance_sampling_cap,
+    )
 
 
 # ---------------------------------------------------------------------- host-side batch
@@ -267,6 +286,7 @@ def build_train_step(
             loss_type=loss.loss_type,
             num_generations=loss.num_generations,
             max_completion_length=loss.max_completion_length,
+            importance_sampling_level=loss.importance_sampling_level,
             sampling_logps=mb.sampling_logps,
             sampling_is_mode=loss.sampling_is_mode,
             sampling_is_cap=loss.sampling_is_cap,
@@ -295,11 +315,14 @@ def build_train_step(
         metrics = {k: (v if k in _SUM_METRICS else v / tokens) for k, v in msum.items()}
         grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
         grad_norm = _global_norm(grads)
-        finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm)
         count = _opt_count(opt_state)
         updates, new_opt = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         # A non-finite step is not applied: parameters and optimizer state stay as they were.
+        # The updates are checked too (not only loss and gradient): a NaN learning rate or Adam
+        # state turns finite gradients into NaN weights that every later checkpoint would keep.
+        updates_finite = jnp.all(jnp.stack([jnp.isfinite(u).all() for u in jax.tree.leaves(updates)]))
+        finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm) & updates_finite
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         metrics.update(
             loss=loss_value,

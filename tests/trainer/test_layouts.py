@@ -23,11 +23,11 @@ def test_split_layout_matches_shared_mesh(tmp_path):
     shared, m_shared = _run(tmp_path, "shared", "mesh.num_devices=2")
     split, m_split = _run(tmp_path, "split", "mesh.num_devices=3", "mesh.rollout_devices=1")
     devs = jax.devices()
-    train_devices = set(split.mesh.devices.flat)
-    sample_devices = set(split.rollout_mesh.devices.flat)
+    train_devices = set(split.run_parts.mesh.devices.flat)
+    sample_devices = set(split.run_parts.rollout_mesh.devices.flat)
     assert train_devices == {devs[0], devs[1]} and sample_devices == {devs[2]}
-    q_train = split.params["layers"][0]["attn"]["q_proj"][...]
-    q_sample = split.engine._params["layers"][0]["attn"]["q_proj"][...]
+    q_train = split.state.params["layers"][0]["attn"]["q_proj"][...]
+    q_sample = split.run_parts.engine._params["layers"][0]["attn"]["q_proj"][...]
     assert q_train.sharding.device_set == train_devices
     assert q_sample.sharding.device_set == sample_devices
     # Same weights after the last update on both meshes.

@@ -84,7 +84,7 @@ def test_openrs3_small_jax_engine(tmp_path, shared_data, small_r1):
     trainer.run()
     _check_run(tmp_path)
     # Parameters were trained sharded: FSDP over D and tensor parallel over the heads.
-    q = trainer.params["layers"][0]["attn"]["q_proj"][...]
+    q = trainer.state.params["layers"][0]["attn"]["q_proj"][...]
     assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
     assert len(q.sharding.device_set) == 4
 

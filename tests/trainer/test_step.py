@@ -101,7 +101,7 @@ def test_train_batch_rejects_a_total_length_that_cuts_a_row():
 
 
 def test_length_buckets():
-    from openrs_jax.trainer.trainer import length_buckets
+    from openrs_jax.trainer.grpo_step import length_buckets
 
     # openrs3: prompts <= 512, completions <= 3584: 512-token buckets.
     assert length_buckets(300, 3584, 512, 3584) == (4096, 3584)
@@ -111,3 +111,82 @@ def test_length_buckets():
     # A small run is one bucket: the configured maxima are smaller than 512.
     assert length_buckets(5, 3, 16, 8) == (24, 8)
     assert length_buckets(16, 8, 16, 8) == (24, 8)
+
+
+def test_a_non_finite_update_is_not_applied():
+    """Finite loss and gradient but a NaN learning rate (or any NaN in the optimizer's output):
+    the step is skipped, parameters and optimizer state are left exactly as they were."""
+    from openrs_jax.trainer.step import make_optimizer
+
+    model, prompts, comp, mask, adv = _setup(2)
+    loss = LossSettings(num_generations=G, loss_type="openrs", beta=0.0)
+    graphdef, params = nnx.split(model, nnx.Param)[:2]
+    batch = jax.tree.map(jnp.asarray, build_train_batch(prompts, comp, mask, adv, num_generations=G, pad_token_id=0,
+                                                       loss=loss, total_length=16, completion_length=8))
+    for lr, applied in ((jnp.nan, 0.0), (1e-3, 1.0)):
+        sched = lambda count, lr=lr: jnp.float32(lr) + 0.0 * count  # noqa: E731
+        opt = make_optimizer(sched)
+        p0 = jax.tree.map(jnp.copy, params)
+        o0 = init_optimizer(opt, p0)
+        want_p = [np.asarray(x) for x in jax.tree.leaves(p0)]
+        p, o, m = build_train_step(graphdef, opt, sched, loss, 1)(p0, o0, batch)
+        assert np.isfinite(float(m["loss"])) and np.isfinite(float(m["grad_norm"]))
+        assert float(m["update_applied"]) == applied
+        leaves = [np.asarray(x) for x in jax.tree.leaves(p)]
+        assert all(np.isfinite(x).all() for x in leaves)
+        if not applied:
+            for a, b in zip(want_p, leaves):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_one_default_for_the_sampler_importance_sampling():
+    """The config's defaults are the loss function's defaults (TRL's), and reach the loss."""
+    import inspect
+
+    from openrs_jax.config import load_config
+    from openrs_jax.grpo import grpo_loss
+    from openrs_jax.trainer.step import loss_settings
+
+    sig = inspect.signature(grpo_loss).parameters
+    cfg = load_config("openrs3")
+    settings = loss_settings(cfg)
+    assert settings.sampling_is_mode == sig["sampling_is_mode"].default == LossSettings().sampling_is_mode
+    assert settings.sampling_is_cap == sig["sampling_is_cap"].default == LossSettings().sampling_is_cap
+    gspo = loss_settings(load_config("openrs3", ["grpo.importance_sampling_level=sequence",
+                                                 "grpo.vllm_importance_sampling_mode=token_truncate"]))
+    assert (gspo.importance_sampling_level, gspo.sampling_is_mode) == ("sequence", "token_truncate")
+
+
+def test_gspo_level_reaches_the_update():
+    """importance_sampling_level=sequence (GSPO) changes the gradient the update applies, and it
+    equals the gradient of grpo_loss at that level computed directly. Off-policy (old log-probs
+    apart from the current ones, μ > 1): on-policy both levels have the same gradient."""
+    from openrs_jax import grpo
+
+    model, prompts, comp, mask, adv = _setup(3)
+    graphdef, params = nnx.split(model, nnx.Param)[:2]
+    norms = {}
+    for level in ("token", "sequence"):
+        loss = LossSettings(num_generations=G, loss_type="grpo", beta=0.0, importance_sampling_level=level,
+                            log_entropy=False)
+        batch = jax.tree.map(jnp.asarray, build_train_batch(prompts, comp, mask, adv, num_generations=G,
+                                                           pad_token_id=0, loss=loss, total_length=16,
+                                                           completion_length=8))
+        noise = jax.random.normal(jax.random.key(0), batch.completion_mask.shape) * 0.3
+        batch = batch.__class__(**{**batch.__dict__,
+                                   "old_logps": build_logps_fn(graphdef, loss, 1)(params, batch) + noise})
+        sched = lr_schedule(0.0, 10, 0, "constant")
+        opt = optax.sgd(sched)
+        _, _, m = build_train_step(graphdef, opt, sched, loss, 1)(jax.tree.map(jnp.copy, params),
+                                                                   init_optimizer(opt, params), batch)
+        norms[level] = float(m["grad_norm"])
+
+        def direct(p):
+            lp = completion_logps(nnx.merge(graphdef, p), batch, loss)
+            return grpo.grpo_loss(lp, batch.old_logps, None, batch.advantages, batch.completion_mask, beta=0.0,
+                                  epsilon_low=0.2, loss_type="grpo", importance_sampling_level=level,
+                                  seq_weights=batch.seq_weights)[0]
+
+        g = jax.grad(direct)(params)
+        assert norms[level] == pytest.approx(float(optax.global_norm(g)), rel=1e-5)
+    assert norms["token"] != pytest.approx(norms["sequence"], rel=1e-3)

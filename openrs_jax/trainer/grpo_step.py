@@ -1,0 +1,290 @@
+"""One GRPO step, top to bottom (layer L5).
+
+    state ──► 1. prompts at the state's data cursor
+          ──► 2. rollouts (engine.generate: P prompts × G samples, seed f(run seed, step))
+          ──► 3. rewards (process pool; in a thread, overlapped with 5.)
+          ──► 4. the training batch: rows laid out and bucketed, put on the mesh
+          ──► 5. reference log-probs (jit, dispatched before the rewards are awaited)
+          ──► 6. group advantages from the rewards
+          ──► 7. the update (one jit: micro-batches, clip, AdamW; non-finite → not applied)
+          ──► 8. weight sync to the rollout engine
+          ──► state′, metrics
+
+Steps 1–3 make an `Experience` (what was sampled, with what weights, and its rewards); steps
+4–8 learn from it. `grpo_step` runs both halves back to back (on-policy); the split is where an
+overlapped schedule puts its queue.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from openrs_jax import grpo
+from openrs_jax import sharding as shd
+from openrs_jax.metrics import PhaseTimer
+from openrs_jax.rollout.base import FINISH_LENGTH, RolloutBatch, SamplingParams
+from openrs_jax.trainer.setup import Run
+from openrs_jax.trainer.state import TrainState, step_seed
+from openrs_jax.trainer.step import build_train_batch, round_up
+
+# Coarse length buckets: each new (total, completion) bucket compiles the update and the
+# reference pass once (about 40 s for the 1.5B model on an H100), so few buckets matter more
+# than the last padded token. Rows carry their own prompt length, so only the total length T
+# and the completion width C shape the program: for openrs3 (prompts <= 512, completions
+# <= 3584) C takes at most 7 values and T - C at most 3, against 112 (prompt, completion)
+# pairs with 128-token buckets of each.
+LENGTH_BUCKET = 512
+MAX_DYNAMIC_SAMPLING_ROUNDS = 3
+_SCORER: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _scorer() -> concurrent.futures.ThreadPoolExecutor:
+    """One thread scores rewards while the devices run the reference pass (the scoring itself
+    fans out to the reward functions' process pools). Created on first use."""
+    global _SCORER
+    if _SCORER is None:
+        _SCORER = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="openrs-rewards")
+    return _SCORER
+
+
+@dataclasses.dataclass
+class Scores:
+    """Rewards of B completions: per_reward [B, R] (NaN: the function answered None), total [B]
+    (TRL's weighted nansum), texts (decoded completions, special tokens skipped)."""
+
+    per_reward: np.ndarray
+    total: np.ndarray
+    texts: list[str]
+
+
+@dataclasses.dataclass
+class Experience:
+    """What step `step` sampled: P prompts, their P·G rollouts, and the rewards (a future
+    while they are being scored). `data` is the cursor after these prompts."""
+
+    step: int
+    examples: list[dict]
+    batch: RolloutBatch
+    scores: Scores | concurrent.futures.Future
+    data: dict[str, Any]
+    dropped: int = 0
+    advantages: np.ndarray | None = None  # [B], set by `learn`
+
+    def wait_scores(self) -> Scores:
+        if isinstance(self.scores, concurrent.futures.Future):
+            self.scores = self.scores.result()
+        return self.scores
+
+
+def length_buckets(
+    max_prompt: int, completion_width: int, max_prompt_length: int, max_completion_length: int
+) -> tuple[int, int]:
+    """(T, C) for a step: T covers the longest prompt + the completion width, C the width;
+    each rounded up to LENGTH_BUCKET (or to the configured maximum when that is smaller, so a
+    small model's run is one bucket)."""
+    t_bucket = min(LENGTH_BUCKET, max_prompt_length + max_completion_length)
+    c_bucket = min(LENGTH_BUCKET, max_completion_length)
+    comp_len = round_up(max(completion_width, 1), c_bucket)
+    total_len = round_up(max_prompt + max(completion_width, 1), t_bucket)
+    return total_len, comp_len
+
+
+# ---------------------------------------------------------------------- 1–3: experience
+def score(run: Run, examples: list[dict], batch: RolloutBatch) -> Scores:
+    """Rewards of a rollout batch: each completion with its prompt's dataset columns."""
+    from openrs_jax.rewards import combine_rewards
+
+    g = run.cfg.grpo.num_generations
+    ids = batch.completion_token_lists()
+    texts = run.tokenizer.batch_decode(ids, skip_special_tokens=True)
+    columns = {key: [examples[i // g][key] for i in range(len(texts))] for key in examples[0] if key != "prompt_ids"}
+    columns["completion_ids"] = ids
+    per_reward, total = combine_rewards(run.rewards.fns, run.rewards.weights, texts, **columns)
+    return Scores(per_reward, total, texts)
+
+
+def sample(run: Run, step: int, examples: list[dict]) -> RolloutBatch:
+    """G completions for each prompt, seeded by (run seed, step)."""
+    cfg = run.cfg
+    sampling = SamplingParams(
+        max_new_tokens=cfg.max_completion_length_at(step - 1),
+        temperature=cfg.rollout.temperature,
+        top_p=cfg.rollout.top_p,
+        top_k=cfg.rollout.top_k,
+        seed=step_seed(cfg.seed, step),
+    )
+    return run.engine.generate([e["prompt_ids"] for e in examples], cfg.grpo.num_generations, sampling)
+
+
+def collect(run: Run, state: TrainState, timer: PhaseTimer) -> Experience:
+    """Steps 1–3 for step `state.step + 1`: prompts at the state's cursor, rollouts, and their
+    rewards (scored in the background unless DAPO's dynamic sampling needs them now)."""
+    cfg = run.cfg
+    step = state.step + 1
+    p, g = cfg.optim.num_prompts_per_step, cfg.grpo.num_generations
+    run.data.load_state_dict(state.data)
+    examples = run.data.next_batch(p)
+    with timer("rollout"):
+        batch = sample(run, step, examples)
+    if not cfg.grpo.drop_zero_std_groups:
+        future = _scorer().submit(score, run, examples, batch)
+        return Experience(step, examples, batch, future, run.data.state_dict())
+    # DAPO dynamic sampling: the groups need their rewards to be picked.
+    with timer("rewards"):
+        parts = [(examples, batch, score(run, examples, batch))]
+    for _ in range(MAX_DYNAMIC_SAMPLING_ROUNDS):
+        if sum(int((s.total.reshape(-1, g).std(1) > 0).sum()) for *_, s in parts) >= p:
+            break
+        more = run.data.next_batch(p)
+        with timer("rollout"):
+            extra = sample(run, step, more)
+        with timer("rewards"):
+            parts.append((more, extra, score(run, more, extra)))
+    examples, batch, scores, dropped = select_groups(parts, p, g)
+    return Experience(step, examples, batch, scores, run.data.state_dict(), dropped)
+
+
+def select_groups(parts: list[tuple[list[dict], RolloutBatch, Scores]], p: int, g: int):
+    """DAPO dynamic sampling: the first P groups whose rewards are not all equal, topped up with
+    zero-std groups when the extra rounds did not find enough. Returns (examples, batch,
+    scores, completions dropped)."""
+    chosen, fallback = [], []
+    for pi, (examples, _, scores) in enumerate(parts):
+        for gi in range(len(examples)):
+            (chosen if scores.total[gi * g : (gi + 1) * g].std() > 0 else fallback).append((pi, gi))
+    sel = (chosen + fallback)[:p]
+    dropped = sum(len(ex) for ex, *_ in parts) * g - p * g
+    width = max(parts[pi][1].completion_ids.shape[1] for pi, _ in sel)
+
+    def rows(pi, gi, arr):
+        a = arr[gi * g : (gi + 1) * g]
+        if a.ndim == 2 and a.shape[1] < width:
+            a = np.pad(a, ((0, 0), (0, width - a.shape[1])))
+        return a
+
+    examples = [parts[pi][0][gi] for pi, gi in sel]
+    cat = lambda attr: np.concatenate([rows(pi, gi, getattr(parts[pi][1], attr)) for pi, gi in sel])  # noqa: E731
+    batch = RolloutBatch(
+        completion_ids=cat("completion_ids"),
+        completion_mask=cat("completion_mask"),
+        logprobs=cat("logprobs"),
+        lengths=cat("lengths"),
+        finish_reasons=[r for pi, gi in sel for r in parts[pi][1].finish_reasons[gi * g : (gi + 1) * g]],
+        prompt_ids=[e["prompt_ids"] for e in examples],
+        num_generations=g,
+        weight_version=parts[0][1].weight_version,
+    )
+    scores = Scores(
+        per_reward=np.concatenate([parts[pi][2].per_reward[gi * g : (gi + 1) * g] for pi, gi in sel]),
+        total=np.concatenate([parts[pi][2].total[gi * g : (gi + 1) * g] for pi, gi in sel]),
+        texts=[t for pi, gi in sel for t in parts[pi][2].texts[gi * g : (gi + 1) * g]],
+    )
+    return examples, batch, scores, dropped
+
+
+# ---------------------------------------------------------------------- 4–8: learning
+def learn(run: Run, state: TrainState, exp: Experience, timer: PhaseTimer) -> tuple[TrainState, dict[str, Any]]:
+    """Steps 4–7: the update from one experience. Returns the new state and the update's
+    metrics (device values fetched), plus the host-side quantities `step_metrics` needs."""
+    cfg, policy = run.cfg, run.policy
+    g = cfg.grpo.num_generations
+    batch = exp.batch
+    # 4. The training batch, bucketed by total and completion length.
+    mask = batch.completion_mask.astype(np.float32)
+    truncated = np.array([r == FINISH_LENGTH for r in batch.finish_reasons])
+    if cfg.grpo.mask_truncated_completions:
+        mask = mask * (~truncated)[:, None]
+    total_len, comp_len = length_buckets(max(len(e["prompt_ids"]) for e in exp.examples), mask.shape[1],
+                                         cfg.data.max_prompt_length, cfg.rollout.max_completion_length)
+    host = build_train_batch(
+        [e["prompt_ids"] for e in exp.examples], batch.completion_ids, mask, np.zeros(mask.shape[0], np.float32),
+        num_generations=g, pad_token_id=run.pad_id, loss=policy.loss, total_length=total_len,
+        completion_length=comp_len,
+        sampling_logps=batch.logprobs if cfg.grpo.vllm_importance_sampling_correction else None,
+    )
+    shardings = jax.tree.map(lambda x: shd.batch_sharding(run.mesh, shd.TRAIN_RULES, x.ndim), host)
+    train_batch = jax.device_put(host, shardings)
+
+    # 5. Reference (and old-policy) log-probs: dispatched now, they run on the devices while
+    # the host waits for the rewards (JAX dispatch is asynchronous).
+    with timer("reference"):
+        if policy.ref_params is not None:
+            train_batch = dataclasses.replace(train_batch, ref_logps=policy.logps_fn(policy.ref_params, train_batch))
+        if cfg.grpo.num_iterations > 1:
+            train_batch = dataclasses.replace(train_batch, old_logps=policy.logps_fn(state.params, train_batch))
+    with timer("rewards"):
+        scores = exp.wait_scores()
+    # 6. Group advantages.
+    advantages = np.asarray(grpo.group_advantages(jnp.asarray(scores.total, jnp.float32), g,
+                                                  scale=cfg.grpo.scale_rewards))
+    exp.advantages = advantages
+    with timer("reference"):  # the part of the reference pass the rewards did not hide
+        jax.block_until_ready(train_batch)
+    train_batch = dataclasses.replace(train_batch, advantages=jax.device_put(advantages, shardings.advantages))
+
+    # 7. The update (μ passes over the batch; one with Open-RS).
+    params, opt_state = state.params, state.opt_state
+    with timer("update"):
+        for _ in range(cfg.grpo.num_iterations):
+            params, opt_state, m = policy.train_step(params, opt_state, train_batch)
+        m = jax.device_get(m)
+    applied = bool(m["update_applied"] >= 1.0)
+    new_state = TrainState(step=exp.step, params=params, opt_state=opt_state, data=exp.data,
+                           nonfinite_run=0 if applied else state.nonfinite_run + 1)
+    return new_state, {"update": m, "truncated": truncated}
+
+
+def sync_weights(run: Run, state: TrainState, timer: PhaseTimer) -> None:
+    """Step 8: the rollout engine samples the next batch with the new weights."""
+    with timer("sync"):
+        run.engine.update_weights(run.policy.model(state.params))
+
+
+def grpo_step(run: Run, state: TrainState) -> tuple[TrainState, Experience, dict[str, float]]:
+    """One on-policy GRPO step: (new state, its experience, metrics)."""
+    timer = PhaseTimer()
+    with timer("step"):
+        exp = collect(run, state, timer)
+        state, learned = learn(run, state, exp, timer)
+        sync_weights(run, state, timer)
+    return state, exp, step_metrics(run, exp, learned, timer)
+
+
+# ---------------------------------------------------------------------- metrics
+def step_metrics(run: Run, exp: Experience, learned: dict[str, Any], timer: PhaseTimer) -> dict[str, float]:
+    """TRL's metric names for one step, plus timings (`time/<phase>`) and throughput."""
+    cfg = run.cfg
+    g = cfg.grpo.num_generations
+    scores, batch, truncated = exp.wait_scores(), exp.batch, learned["truncated"]
+    lengths = batch.lengths.astype(np.float64)
+    term = lengths[~truncated]
+    stats = grpo.reward_stats(jnp.asarray(scores.total, jnp.float32), g, scale=cfg.grpo.scale_rewards)
+    out = {
+        **{k: float(v) for k, v in stats.items()},  # reward, reward_std, frac_reward_zero_std
+        "completions/mean_length": float(lengths.mean()),
+        "completions/min_length": float(lengths.min()),
+        "completions/max_length": float(lengths.max()),
+        "completions/clipped_ratio": float(truncated.mean()),
+        "completions/mean_terminated_length": float(term.mean()) if term.size else 0.0,
+    }
+    for r, name in enumerate(run.rewards.names):
+        col = scores.per_reward[:, r]
+        out[f"rewards/{name}/mean"] = float(np.nanmean(col)) if np.isfinite(col).any() else float("nan")
+        out[f"rewards/{name}/std"] = float(np.nanstd(col, ddof=1)) if np.isfinite(col).sum() > 1 else 0.0
+    out.update({k: float(v) for k, v in learned["update"].items() if k != "completion_tokens"})
+    times = timer.times
+    n_tok = float(batch.lengths.sum())
+    out.update({f"time/{k}": v for k, v in times.items()})
+    out["tokens_per_s"] = n_tok / max(times.get("step", 0.0), 1e-9)
+    out["rollout/tokens_per_s"] = n_tok / max(times.get("rollout", 0.0), 1e-9)
+    out["num_completions_dropped"] = float(exp.dropped)
+    stats = getattr(run.engine, "last_stats", {})
+    if "rollout/prefill_s" in stats:
+        out["time/rollout_prefill"] = stats["rollout/prefill_s"]
+    return out
