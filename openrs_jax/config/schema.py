@@ -214,6 +214,13 @@ class RolloutSection(Section):
 
     engine: Literal["jax", "vllm"] = field(
         "jax", help="jax: the built-in sampler on the training mesh; vllm: an OpenAI-compatible vLLM server")
+    mode: Literal["sync", "one_step_off", "async"] = field(
+        "sync", help="sync: sample, then update (on-policy); one_step_off: batch k+1 is sampled with the weights "
+                     "before update k, while update k runs (deterministic); async: the sampler runs ahead and takes "
+                     "new weights between decode segments, batches older than max_staleness are dropped. The "
+                     "overlapped modes apply the sampler importance-sampling correction")
+    max_staleness: int = field(
+        2, ge=1, help="async: the most optimizer steps a batch's oldest token may lag the weights it trains")
     temperature: float = field(0.7, ge=0, help="sampling temperature (0: greedy)")
     top_p: float = field(1.0, gt=0, le=1, help="nucleus sampling mass (1.0: off)")
     top_k: int = field(0, ge=0, help="top-k filter (0: off)")
@@ -467,11 +474,23 @@ class RunConfig(Section):
                     f"grpo.max_completion_length_schedule: length {length} at step {step} exceeds "
                     f"rollout.max_completion_length {self.rollout.max_completion_length} (the buffer size)"
                 )
-        if self.grpo.vllm_importance_sampling_correction and self.rollout.engine != "vllm":
+        if self.grpo.vllm_importance_sampling_correction and self.rollout.engine != "vllm" and self.rollout.mode == "sync":
             raise ConfigError(
                 "grpo.vllm_importance_sampling_correction needs rollout.engine: vllm "
-                f"(got {self.rollout.engine!r})"
+                f"(got {self.rollout.engine!r}) or an overlapped rollout.mode"
             )
+        if self.rollout.mode != "sync" and self.grpo.drop_zero_std_groups:
+            raise ConfigError(
+                f"grpo.drop_zero_std_groups (DAPO dynamic sampling) is not supported with rollout.mode "
+                f"{self.rollout.mode!r}: its extra sampling rounds would stall the overlapped sampler; use mode: sync"
+            )
+
+    @property
+    def sampler_correction(self) -> bool:
+        """Whether the loss weights tokens by the trainer/sampler probability ratio: asked for
+        (`grpo.vllm_importance_sampling_correction`), or implied by an overlapped rollout mode
+        (the sampler's weights lag the trainer's: its log-probs are the behaviour policy)."""
+        return self.grpo.vllm_importance_sampling_correction or self.rollout.mode != "sync"
 
     def _check_batch(self):
         p, g = self.optim.num_prompts_per_step, self.grpo.num_generations

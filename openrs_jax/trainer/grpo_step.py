@@ -17,6 +17,7 @@ overlapped schedule puts its queue.
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import dataclasses
 from typing import Any
@@ -66,13 +67,17 @@ class Scores:
 @dataclasses.dataclass
 class Experience:
     """What step `step` sampled: P prompts, their P·G rollouts, and the rewards (a future
-    while they are being scored). `data` is the cursor after these prompts."""
+    while they are being scored). `data` is the cursor after these prompts; `policy_step` the
+    optimizer step of the weights that sampled them (step − 1 on-policy); `times` the
+    sampler's phase times (rollout, and rewards when scored on the spot)."""
 
     step: int
     examples: list[dict]
     batch: RolloutBatch
     scores: Scores | concurrent.futures.Future
     data: dict[str, Any]
+    policy_step: int
+    times: dict[str, float] = dataclasses.field(default_factory=dict)
     dropped: int = 0
     advantages: np.ndarray | None = None  # [B], set by `learn`
 
@@ -80,6 +85,44 @@ class Experience:
         if isinstance(self.scores, concurrent.futures.Future):
             self.scores = self.scores.result()
         return self.scores
+
+
+def _pack(a: np.ndarray) -> dict[str, Any]:
+    return {"dtype": str(a.dtype), "shape": list(a.shape), "b64": base64.b64encode(np.ascontiguousarray(a).tobytes())
+            .decode("ascii")}
+
+
+def _unpack(d: dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(d["b64"]), dtype=d["dtype"]).reshape(d["shape"]).copy()
+
+
+def experience_to_json(exp: Experience) -> dict[str, Any]:
+    """A sampled, scored experience as JSON (arrays bit-exact, base64), for a checkpoint that
+    must hold the batch in flight (one-step-off). Prompts are not stored: they are the ones at
+    the cursor the experience was drawn from, which the checkpointed state holds."""
+    scores, b = exp.wait_scores(), exp.batch
+    return {
+        "step": exp.step, "policy_step": exp.policy_step, "data": exp.data, "times": exp.times,
+        "completion_ids": _pack(b.completion_ids), "completion_mask": _pack(b.completion_mask),
+        "logprobs": _pack(b.logprobs), "lengths": _pack(b.lengths), "finish_reasons": list(b.finish_reasons),
+        "weight_version": int(b.weight_version), "per_reward": _pack(scores.per_reward), "total": _pack(scores.total),
+    }
+
+
+def experience_from_json(run: Run, d: dict[str, Any], cursor: dict[str, Any]) -> Experience:
+    """Inverse of `experience_to_json`: the prompts are drawn again at `cursor` (where the
+    experience's prompts were drawn), the texts decoded again from the stored tokens."""
+    run.data.load_state_dict(cursor)
+    examples = run.data.next_batch(run.cfg.optim.num_prompts_per_step)
+    batch = RolloutBatch(
+        completion_ids=_unpack(d["completion_ids"]), completion_mask=_unpack(d["completion_mask"]),
+        logprobs=_unpack(d["logprobs"]), lengths=_unpack(d["lengths"]), finish_reasons=list(d["finish_reasons"]),
+        prompt_ids=[e["prompt_ids"] for e in examples], num_generations=run.cfg.grpo.num_generations,
+        weight_version=int(d["weight_version"]),
+    )
+    texts = run.tokenizer.batch_decode(batch.completion_token_lists(), skip_special_tokens=True)
+    scores = Scores(_unpack(d["per_reward"]), _unpack(d["total"]), texts)
+    return Experience(int(d["step"]), examples, batch, scores, d["data"], int(d["policy_step"]), dict(d["times"]))
 
 
 def length_buckets(
@@ -122,19 +165,20 @@ def sample(run: Run, step: int, examples: list[dict]) -> RolloutBatch:
     return run.engine.generate([e["prompt_ids"] for e in examples], cfg.grpo.num_generations, sampling)
 
 
-def collect(run: Run, state: TrainState, timer: PhaseTimer) -> Experience:
-    """Steps 1–3 for step `state.step + 1`: prompts at the state's cursor, rollouts, and their
-    rewards (scored in the background unless DAPO's dynamic sampling needs them now)."""
+def collect(run: Run, step: int, cursor: dict[str, Any], policy_step: int) -> Experience:
+    """Steps 1–3 for step `step`: prompts at the data cursor `cursor`, rollouts with the
+    engine's current weights (those of optimizer step `policy_step`), and their rewards (scored
+    in the background unless DAPO's dynamic sampling needs them now)."""
     cfg = run.cfg
-    step = state.step + 1
+    timer = PhaseTimer()
     p, g = cfg.optim.num_prompts_per_step, cfg.grpo.num_generations
-    run.data.load_state_dict(state.data)
+    run.data.load_state_dict(cursor)
     examples = run.data.next_batch(p)
     with timer("rollout"):
         batch = sample(run, step, examples)
     if not cfg.grpo.drop_zero_std_groups:
         future = _scorer().submit(score, run, examples, batch)
-        return Experience(step, examples, batch, future, run.data.state_dict())
+        return Experience(step, examples, batch, future, run.data.state_dict(), policy_step, timer.times)
     # DAPO dynamic sampling: the groups need their rewards to be picked.
     with timer("rewards"):
         parts = [(examples, batch, score(run, examples, batch))]
@@ -147,7 +191,7 @@ def collect(run: Run, state: TrainState, timer: PhaseTimer) -> Experience:
         with timer("rewards"):
             parts.append((more, extra, score(run, more, extra)))
     examples, batch, scores, dropped = select_groups(parts, p, g)
-    return Experience(step, examples, batch, scores, run.data.state_dict(), dropped)
+    return Experience(step, examples, batch, scores, run.data.state_dict(), policy_step, timer.times, dropped)
 
 
 def select_groups(parts: list[tuple[list[dict], RolloutBatch, Scores]], p: int, g: int):
@@ -206,7 +250,7 @@ def learn(run: Run, state: TrainState, exp: Experience, timer: PhaseTimer) -> tu
         [e["prompt_ids"] for e in exp.examples], batch.completion_ids, mask, np.zeros(mask.shape[0], np.float32),
         num_generations=g, pad_token_id=run.pad_id, loss=policy.loss, total_length=total_len,
         completion_length=comp_len,
-        sampling_logps=batch.logprobs if cfg.grpo.vllm_importance_sampling_correction else None,
+        sampling_logps=batch.logprobs if cfg.sampler_correction else None,
     )
     shardings = jax.tree.map(lambda x: shd.batch_sharding(run.mesh, shd.TRAIN_RULES, x.ndim), host)
     train_batch = jax.device_put(host, shardings)
@@ -240,25 +284,33 @@ def learn(run: Run, state: TrainState, exp: Experience, timer: PhaseTimer) -> tu
     return new_state, {"update": m, "truncated": truncated}
 
 
-def sync_weights(run: Run, state: TrainState, timer: PhaseTimer) -> None:
-    """Step 8: the rollout engine samples the next batch with the new weights."""
+def sync_weights(run: Run, state: TrainState, timer: PhaseTimer, *, own_copy: bool = False) -> None:
+    """Step 8: the rollout engine samples the next batch with the new weights. `own_copy`:
+    the engine gets buffers of its own (an overlapped sampler keeps using them while the next
+    update donates the state's)."""
     with timer("sync"):
-        run.engine.update_weights(run.policy.model(state.params))
+        params = run.policy.sampler_params(state.params) if own_copy else state.params
+        run.engine.update_weights(run.policy.model(params))
 
 
-def grpo_step(run: Run, state: TrainState) -> tuple[TrainState, Experience, dict[str, float]]:
-    """One on-policy GRPO step: (new state, its experience, metrics)."""
+def grpo_step(run: Run, state: TrainState, rollouts) -> tuple[TrainState, Experience, dict[str, float]]:
+    """One GRPO step: (new state, its experience, metrics). `rollouts` (a `schedule.Schedule`)
+    says when the batch was sampled: on-policy (`sync`: now, then the new weights go to the
+    sampler after the update) or one step off (sampled while the previous update ran)."""
     timer = PhaseTimer()
     with timer("step"):
-        exp = collect(run, state, timer)
-        state, learned = learn(run, state, exp, timer)
-        sync_weights(run, state, timer)
-    return state, exp, step_metrics(run, exp, learned, timer)
+        exp = rollouts.next_experience(state, timer)  # 1–3
+        state, learned = learn(run, state, exp, timer)  # 4–7
+        rollouts.after_update(state, timer)  # 8
+    return state, exp, step_metrics(run, exp, learned, timer, staleness=state.step - 1 - exp.policy_step)
 
 
 # ---------------------------------------------------------------------- metrics
-def step_metrics(run: Run, exp: Experience, learned: dict[str, Any], timer: PhaseTimer) -> dict[str, float]:
-    """TRL's metric names for one step, plus timings (`time/<phase>`) and throughput."""
+def step_metrics(run: Run, exp: Experience, learned: dict[str, Any], timer: PhaseTimer,
+                 staleness: int = 0) -> dict[str, float]:
+    """TRL's metric names for one step, plus timings (`time/<phase>`: the step's phases, and the
+    sampler's `rollout` time of this batch, which overlapped modes hide behind the previous
+    update), throughput, and `rollout/staleness` (updates between sampling and training)."""
     cfg = run.cfg
     g = cfg.grpo.num_generations
     scores, batch, truncated = exp.wait_scores(), exp.batch, learned["truncated"]
@@ -278,12 +330,15 @@ def step_metrics(run: Run, exp: Experience, learned: dict[str, Any], timer: Phas
         out[f"rewards/{name}/mean"] = float(np.nanmean(col)) if np.isfinite(col).any() else float("nan")
         out[f"rewards/{name}/std"] = float(np.nanstd(col, ddof=1)) if np.isfinite(col).sum() > 1 else 0.0
     out.update({k: float(v) for k, v in learned["update"].items() if k != "completion_tokens"})
-    times = timer.times
+    times = {**exp.times, **timer.times}
+    if "rewards" in exp.times and "rewards" in timer.times:
+        times["rewards"] = exp.times["rewards"] + timer.times["rewards"]
     n_tok = float(batch.lengths.sum())
     out.update({f"time/{k}": v for k, v in times.items()})
     out["tokens_per_s"] = n_tok / max(times.get("step", 0.0), 1e-9)
     out["rollout/tokens_per_s"] = n_tok / max(times.get("rollout", 0.0), 1e-9)
     out["num_completions_dropped"] = float(exp.dropped)
+    out["rollout/staleness"] = float(staleness)
     stats = getattr(run.engine, "last_stats", {})
     if "rollout/prefill_s" in stats:
         out["time/rollout_prefill"] = stats["rollout/prefill_s"]

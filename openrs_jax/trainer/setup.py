@@ -12,6 +12,7 @@ until the state has been restored.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 import time
 from typing import Any, Callable
@@ -64,6 +65,20 @@ class Policy:
 
     def model(self, params) -> Qwen2:
         return nnx.merge(self.graphdef, params)
+
+    def sampler_params(self, params) -> Any:
+        """New buffers holding `params` in the compute dtype, on the training mesh: what a
+        sampler keeps while the update donates (deletes) the trainer's own buffers, and half
+        the bytes to move when the sampler has devices of its own (bf16 from fp32 masters)."""
+        compute = jnp.dtype(self.model_config.dtype)
+        if all(x.dtype == compute for x in jax.tree.leaves(params)):
+            return jax.tree.map(lambda x: x.copy(), params)
+        return _cast(params, compute)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _cast(params, dtype):
+    return jax.tree.map(lambda x: x.astype(dtype), params)
 
 
 @dataclasses.dataclass

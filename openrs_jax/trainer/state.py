@@ -26,20 +26,26 @@ class TrainState:
     """step: optimizer steps done (0 before the first); params: the policy's `nnx.State`
     (nnx.Param leaves, sharded by TRAIN_RULES); opt_state: the optax state (same layout);
     data: the prompt stream's cursor (`PromptIterator.state_dict()`) after the last batch drawn
-    for a completed step; nonfinite_run: consecutive skipped (non-finite) steps so far."""
+    for a completed step; nonfinite_run: consecutive skipped (non-finite) steps so far;
+    in_flight: the next step's batch when it was sampled before this state's update finished
+    (one-step-off; `grpo_step.experience_to_json`), else None."""
 
     step: int
     params: Any
     opt_state: Any
     data: dict[str, Any]
     nonfinite_run: int = 0
+    in_flight: dict[str, Any] | None = None
 
     def meta(self, *, seed: int, run_name: str) -> dict[str, Any]:
         """The JSON part of a checkpoint (the arrays are saved beside it)."""
-        return {"step": self.step, "data": self.data, "seed": seed, "nonfinite_run": self.nonfinite_run,
+        meta = {"step": self.step, "data": self.data, "seed": seed, "nonfinite_run": self.nonfinite_run,
                 "run_name": run_name}
+        if self.in_flight is not None:
+            meta["in_flight"] = self.in_flight
+        return meta
 
     @classmethod
     def from_checkpoint(cls, params: Any, opt_state: Any, meta: dict[str, Any]) -> "TrainState":
         return cls(step=int(meta["step"]), params=params, opt_state=opt_state, data=meta["data"],
-                   nonfinite_run=int(meta.get("nonfinite_run", 0)))
+                   nonfinite_run=int(meta.get("nonfinite_run", 0)), in_flight=meta.get("in_flight"))

@@ -37,7 +37,9 @@ from openrs_jax.config import ConfigError, RunConfig, dump_yaml, load_config
 from openrs_jax.metrics import COMPLETIONS_FILE, JsonlWriter, MetricsLogger
 from openrs_jax.trainer import run_dir as rd
 from openrs_jax.trainer import setup
-from openrs_jax.trainer.grpo_step import Experience, grpo_step
+from openrs_jax.metrics import PhaseTimer
+from openrs_jax.trainer.grpo_step import Experience, experience_from_json, experience_to_json, grpo_step
+from openrs_jax.trainer.schedule import Schedule, make_schedule
 from openrs_jax.trainer.state import TrainState
 
 
@@ -73,6 +75,7 @@ class Trainer:
         self.run_parts: setup.Run | None = None
         self.state: TrainState | None = None
         self.sinks: Sinks | None = None
+        self.schedule: Schedule | None = None
         self.stopped_by: int | None = None
         self._closers: list[Callable[[], None]] = []
 
@@ -107,6 +110,13 @@ class Trainer:
         stored = cfg.replace(checkpoint=dataclasses.replace(cfg.checkpoint, output_dir=str(self.run_dir)))
         dump_yaml(stored, self.run_dir / rd.CONFIG_FILE)
         rd.truncate_logs(self.run_dir, state.step)
+        in_flight = None if state.in_flight is None else experience_from_json(run, state.in_flight, state.data)
+        if in_flight is not None and cfg.rollout.mode != "one_step_off":
+            self._print(f"[openrs] note: the checkpoint holds a one-step-off batch; rollout.mode {cfg.rollout.mode!r} "
+                        f"samples step {state.step + 1} again instead")
+            in_flight = None
+        self.schedule = make_schedule(run, in_flight)
+        self._closers.append(self.schedule.close)
         self.run_parts, self.state = run, state
         self.sinks = self._build_sinks(run)
 
@@ -175,7 +185,7 @@ class Trainer:
                     f"{cfg.optim.num_prompts_per_step} prompts x {cfg.grpo.num_generations} generations, "
                     f"{run.policy.num_micro} micro-batches; run dir {self.run_dir}")
         while self.state.step < cfg.optim.max_steps:
-            self.state, exp, metrics = grpo_step(run, self.state)
+            self.state, exp, metrics = grpo_step(run, self.state, self.schedule)
             step = self.state.step
             last = metrics
             nonfinite = metrics["update_applied"] < 1.0
@@ -216,6 +226,7 @@ class Trainer:
         v = self.sinks.validator
         if v is None or not (step % self.cfg.validation.eval_steps == 0 or step == self.cfg.optim.max_steps):
             return None
+        self.schedule.quiesce(self.state, PhaseTimer())  # the engine is idle, with the newest weights
         return v.evaluate(self.run_parts.engine, step=step)
 
     def _log(self, step: int, metrics: dict[str, float], exp: Experience, *, force: bool) -> None:
@@ -241,6 +252,8 @@ class Trainer:
 
     def _save(self) -> None:
         state = self.state
+        in_flight = self.schedule.in_flight()  # the next batch, when sampled ahead (one-step-off)
+        state.in_flight = None if in_flight is None else experience_to_json(in_flight)
         self.run_parts.checkpointer.save(state.step, state.params, state.opt_state,
                                          state.meta(seed=self.cfg.seed, run_name=self.cfg.run_name))
 
