@@ -225,6 +225,10 @@ def test_server_command_defaults_and_passthrough():
     env = vs.server_env(cpu=True, api_key="k", base={"VLLM_CPU_KVCACHE_SPACE": "4", "PYTHONPATH": "/x"})
     assert env == {"VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_HOST_IP": "127.0.0.1",
                    "VLLM_API_KEY": "k", "PYTHONPATH": f"{vs.SERVER_SIDE_DIR}:/x"}
+    # Binding beyond loopback is worth a warning, saying what is exposed.
+    assert vs.exposure_warning("127.0.0.1", None) is None and vs.exposure_warning("localhost", "k") is None
+    assert "without an API key" in vs.exposure_warning("0.0.0.0", None)
+    assert "every route but /health needs the API key" in vs.exposure_warning("192.0.2.2", "k")
     # The key must reach our middleware: as a vLLM flag it would guard /v1 only.
     with pytest.raises(vs.VLLMServerError, match="not as a vLLM flag"):
         vs.server_command("/m", python="py", extra_args=["--api-key=k"])
