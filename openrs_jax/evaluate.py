@@ -36,6 +36,7 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
+from openrs_jax.cli import run_cli
 from openrs_jax.eval import benchmarks as bm
 from openrs_jax.eval import grading, report
 from openrs_jax.eval.runner import EvalSettings, RecordStore, evaluate_benchmark
@@ -188,7 +189,8 @@ def make_engine(args: argparse.Namespace, loaded: LoadedModel, out_dir: pathlib.
             # A run directory: give vLLM an HF directory of these weights to start from.
             from openrs_jax.weights import save_hf
 
-            serve_dir = save_hf(loaded.model, out_dir / "hf_model", tokenizer=tokenizer)
+            # Our own subdirectory of --output: written over on a resumed evaluation.
+            serve_dir = save_hf(loaded.model, out_dir / "hf_model", tokenizer=tokenizer, overwrite=True)
         server = vs.VLLMServer(
             serve_dir, port=vs.free_port(), python=args.vllm_python, extra_args=shlex.split(args.vllm_args),
             log_path=out_dir / "vllm_server.log", startup_timeout=args.vllm_startup_timeout,
@@ -303,8 +305,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)
-    evaluate(args)
-    return 0
+    def run() -> int:
+        evaluate(args)
+        return 0
+
+    # User errors (a missing file, a damaged checkpoint, an unreachable server) as one line.
+    return run_cli("openrs_jax.evaluate", run)
 
 
 if __name__ == "__main__":

