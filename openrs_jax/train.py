@@ -52,43 +52,36 @@ def _enable_compilation_cache() -> None:
 
 
 def main(argv=None) -> int:
+    from openrs_jax.cli import run_cli
+
+    return run_cli("openrs_jax.train", lambda: _main(argv))
+
+
+def _main(argv) -> int:
     args = build_parser().parse_args(argv)
     # JAX takes 75 % of a GPU by default; the 1.5B update plans ~55 GB at T = 4096 on an 80 GB
     # card. Set before JAX initialises its backend; an explicit user setting wins.
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.9")
     _enable_compilation_cache()
-    from openrs_jax.config import ConfigError, dump_yaml, load_config
+    from openrs_jax.cli import UserError
+    from openrs_jax.config import dump_yaml, load_config
 
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"checkpoint.output_dir={args.output_dir}")
     try:
         cfg = load_config(args.config, overrides)
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
-    from openrs_jax.checkpoint import CheckpointError
-    from openrs_jax.rollout.vllm_engine import VLLMError
-    from openrs_jax.rollout.vllm_server import VLLMServerError
-    from openrs_jax.trainer.trainer import NonFiniteError, RunWriteError, Trainer
+    from openrs_jax.trainer.trainer import Trainer
 
+    # Errors (bad input, an unreachable server, a failed save, non-finite steps) are one line on
+    # stderr and a non-zero exit (openrs_jax.cli); the traceback only with OPENRS_DEBUG=1.
     trainer = Trainer(cfg, resume=args.resume)
-    try:
-        trainer.run()
-    except (ValueError, FileNotFoundError, CheckpointError, NonFiniteError, RunWriteError, VLLMError,
-            VLLMServerError) as e:
-        # Bad input (config, data, weights), an unreachable server, a failed save: the message
-        # names the problem; the traceback only with OPENRS_DEBUG=1.
-        if os.environ.get("OPENRS_DEBUG"):
-            raise
-        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    trainer.run()
     if trainer.stopped_by is not None:
         # Stopped early by a signal (checkpoint saved): not a success, so schedulers and
         # scripts see the run is unfinished. 128 + N is the shell's convention.

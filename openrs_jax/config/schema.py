@@ -190,6 +190,9 @@ class DataSection(Section):
     system_prompt: str | None = field(None, help="system message of the chat template (null: none)")
     max_prompt_length: int = field(512, ge=1, help="prompts are left-truncated to this many tokens")
     add_think_prefill: bool = field(True, help="append '<think>\\n' after the generation prompt (R1 models)")
+    bad_rows: Literal["error", "skip"] = field(
+        "error", help="a row that cannot be read or lacks its columns: error (stop before the first step, naming "
+                      "file and line) or skip (drop it, one warning per source)")
     shuffle: bool = field(True, help="shuffle the prompts (per epoch, seeded)")
     shuffle_seed: int | None = field(None, help="shuffle seed (null: the run's seed)")
 

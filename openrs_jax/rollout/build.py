@@ -116,7 +116,7 @@ def build_engine(
                 from openrs_jax.weights import save_hf
 
                 start_dir = save_hf(model, work_dir / "vllm_init", tokenizer=tokenizer,
-                                    dtype=jnp.dtype(model.config.dtype))
+                                    dtype=jnp.dtype(model.config.dtype), overwrite=True)
             extra = list(opts.server_args)
             if opts.gpu_memory_utilization is not None:
                 extra += ["--gpu-memory-utilization", str(opts.gpu_memory_utilization)]

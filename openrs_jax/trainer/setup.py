@@ -220,16 +220,18 @@ def build_policy(cfg: RunConfig, model: Qwen2) -> tuple[Policy, Any, Any]:
 
 
 def restore_state(checkpointer: RunCheckpointer, initial: TrainState, log: Callable[[str], None]) -> TrainState:
-    """The newest checkpoint restored into the layout of `initial` (which it replaces), or
-    `initial` when there is none."""
-    step = checkpointer.latest_step()
-    if step is None:
+    """The newest intact checkpoint (checksums verified; a damaged newer step is skipped with
+    a note) restored into the layout of `initial` (which it replaces), or `initial` when there
+    is none."""
+    restored = checkpointer.restore_latest_intact(abstract_with_shardings(initial.params),
+                                                  abstract_with_shardings(initial.opt_state))
+    if restored is None:
         log(f"[openrs] --resume: no checkpoint in {checkpointer.directory}; starting at step 0")
         return initial
-    params, opt_state, meta = checkpointer.restore(
-        step, abstract_with_shardings(initial.params), abstract_with_shardings(initial.opt_state))
-    log(f"[openrs] resumed from {checkpointer.directory}/{step} (step {int(meta['step'])})")
-    return TrainState.from_checkpoint(params, opt_state, meta)
+    for note in restored.notes:
+        log(f"[openrs] warning: {note}")
+    log(f"[openrs] resumed from {checkpointer.directory}/{restored.step} (step {int(restored.meta['step'])})")
+    return TrainState.from_checkpoint(restored.params, restored.opt_state, restored.meta)
 
 
 def learning_rate_at(cfg: RunConfig, step: int) -> float:
@@ -252,7 +254,8 @@ def build_run(cfg: RunConfig, *, meshes: tuple[jax.sharding.Mesh, jax.sharding.M
         f"mesh {dict(mesh.shape)}{layout}")
     tokenizer = load_tokenizer(cfg.model.tokenizer_path)
     # The prompts are read and checked before the model loads: a bad dataset fails in seconds.
-    data = build_prompt_iterator(cfg.data, tokenizer, cfg.seed, required_columns=reward_columns(cfg))
+    data = build_prompt_iterator(cfg.data, tokenizer, cfg.seed, required_columns=reward_columns(cfg),
+                                 bad_rows=cfg.data.bad_rows, warn=lambda msg: log(f"[openrs] warning: {msg}"))
 
     t0 = time.perf_counter()
     model = build_model(cfg, mesh)

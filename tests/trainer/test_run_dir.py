@@ -107,7 +107,7 @@ def test_relative_run_dir_resumes_from_another_working_directory(tmp_path):
     # --resume of a directory that does not exist is an error, not a silent fresh start.
     proc = subprocess.run([*common, "--config", "quickstart", "--output-dir", "runs/rel", "--resume"], cwd=second,
                           env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 1 and "does not exist" in proc.stderr and str(second / "runs" / "rel") in proc.stderr
+    assert proc.returncode == 2 and "does not exist" in proc.stderr and str(second / "runs" / "rel") in proc.stderr
 
 
 def test_full_disk_while_logging_saves_the_step(tmp_path, monkeypatch):

@@ -133,7 +133,7 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path):
 def test_existing_run_needs_resume(quickstart_run):
     out, _ = quickstart_run
     proc = run_cli("openrs_jax.train", "--config", "configs/quickstart.yaml", "--output-dir", str(out))
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # refused input (openrs_jax.cli)
     assert "already holds checkpoints" in proc.stderr and "--resume" in proc.stderr
     # A finished run resumed does nothing and says so.
     proc = run_cli("openrs_jax.train", "--config", "configs/quickstart.yaml", "--output-dir", str(out), "--resume")
