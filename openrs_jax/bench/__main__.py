@@ -282,5 +282,11 @@ def main(argv=None) -> dict[str, Any]:
     return record
 
 
-if __name__ == "__main__":
+def cli() -> int:
+    """The `openrs-bench` command: main() returns the record (for tests); a command exits 0."""
     main()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -21,8 +21,9 @@ import yaml
 from openrs_jax.config.fields import ConfigError, range_text
 from openrs_jax.config.schema import RunConfig, did_you_mean
 
-# Repository `configs/` directory; recipe names ("openrs3", "quickstart") resolve there.
-CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[2] / "configs"
+# The recipes ship inside the package (package data), so recipe names ("openrs3", "quickstart")
+# resolve in an installed wheel as in a checkout; the repository's `configs/` links here.
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "recipes"
 # The recipe `load_config(None)` loads: runs on a fresh CPU-only machine with no download.
 DEFAULT_RECIPE = "quickstart"
 
@@ -264,7 +265,8 @@ def _list_index(node: list, part: str, where: str) -> int:
 
 
 def recipe_path(path_or_name: str | pathlib.Path) -> pathlib.Path:
-    """A YAML file path, or a recipe name ("openrs3", "quickstart") in the repo's configs/."""
+    """A YAML file path, or a recipe name ("openrs3", "quickstart") among the shipped recipes
+    (`openrs_jax/recipes/`, also reachable as the repository's `configs/`)."""
     path = pathlib.Path(path_or_name)
     if path.is_file():
         return path

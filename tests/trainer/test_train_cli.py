@@ -164,9 +164,7 @@ def test_missing_dataset_column(tmp_path):
 
 
 def test_unreachable_vllm_server(tmp_path):
-    t0 = time.time()
     proc = run_cli("openrs_jax.train", "--set", "rollout.engine=vllm", "--set", "rollout.vllm_server_url=http://127.0.0.1:9",
                    "--set", "rollout.vllm_timeout_s=3", "--output-dir", str(tmp_path / "r"))
     assert proc.returncode == 1, proc.stderr
     assert "http://127.0.0.1:9" in proc.stderr and "openrs_jax.serve" in proc.stderr
-    assert time.time() - t0 < 120
