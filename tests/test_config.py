@@ -338,3 +338,19 @@ def test_train_help_lists_every_field():
     missing = [key for key, *_ in field_rows() if key not in out]
     assert not missing, missing
     assert "peak learning rate" in out
+
+
+def test_overlapped_modes_and_the_sampler_log_prob_mode():
+    c = load_config("openrs3", ["rollout.mode=one_step_off"])
+    assert c.sampler_correction and not load_config("openrs3").sampler_correction
+    # Open-RS trains on temperature-1 log-probs but samples at 0.7: vLLM must report raw ones.
+    assert c.sampler_logprobs_mode == "raw_logprobs"
+    assert load_config("openrs3").sampler_logprobs_mode == "processed_logprobs"
+    assert load_config("openrs3", ["rollout.mode=async", "grpo.logprob_temperature=0.7"]).sampler_logprobs_mode == \
+        "processed_logprobs"
+    with pytest.raises(ConfigError, match="vLLM returns them at 1.0"):
+        load_config("openrs3", ["rollout.mode=async", "rollout.engine=vllm", "grpo.logprob_temperature=0.5"])
+    with pytest.raises(ConfigError, match="not supported with rollout.mode 'async'"):
+        load_config("openrs3", ["rollout.mode=async", "grpo.drop_zero_std_groups=true"])
+    # The jax engine reports log-probs at any temperature: the correction is allowed in sync mode too.
+    assert load_config("openrs3", ["grpo.vllm_importance_sampling_correction=true", "rollout.mode=async"])

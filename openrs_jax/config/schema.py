@@ -482,11 +482,30 @@ class RunConfig(Section):
                 "grpo.vllm_importance_sampling_correction needs rollout.engine: vllm "
                 f"(got {self.rollout.engine!r}) or an overlapped rollout.mode"
             )
+        r = self.rollout
+        if (self.sampler_correction and r.engine == "vllm" and self.grpo.logprob_temperature != 1.0
+                and (self.grpo.logprob_temperature != r.temperature or r.top_p < 1.0 or r.top_k > 0)):
+            raise ConfigError(
+                f"grpo.logprob_temperature {self.grpo.logprob_temperature}: the sampler correction with a vLLM server "
+                "needs the sampler's log-probs at that temperature, and vLLM returns them at 1.0 (raw) or at the "
+                f"sampling distribution (rollout.temperature {r.temperature}, no top-p/top-k): use one of those"
+            )
         if self.rollout.mode != "sync" and self.grpo.drop_zero_std_groups:
             raise ConfigError(
                 f"grpo.drop_zero_std_groups (DAPO dynamic sampling) is not supported with rollout.mode "
                 f"{self.rollout.mode!r}: its extra sampling rounds would stall the overlapped sampler; use mode: sync"
             )
+
+    @property
+    def sampler_logprobs_mode(self) -> str:
+        """The `--logprobs-mode` a vLLM server must run with for this run: raw_logprobs (T = 1)
+        when the loss compares with the trainer's temperature-1 log-probs and the sampling
+        distribution differs from that; else processed_logprobs (the sampling distribution)."""
+        r = self.rollout
+        sampled_at_one = r.temperature == 1.0 and r.top_p == 1.0 and r.top_k == 0
+        if self.sampler_correction and self.grpo.logprob_temperature == 1.0 and not sampled_at_one:
+            return "raw_logprobs"
+        return "processed_logprobs"
 
     @property
     def sampler_correction(self) -> bool:

@@ -19,7 +19,11 @@ FINISH_LENGTH = "length"  # max_new_tokens reached
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
     """How to sample. `temperature == 0` means greedy. `top_p == 1` and `top_k <= 0` disable
-    those filters. `stop_token_ids` end a completion like EOS does (and are kept in it)."""
+    those filters. `stop_token_ids` end a completion like EOS does (and are kept in it).
+    `logprob_temperature`: None reports each sampled token's log-prob under the sampling
+    distribution; a value T reports log softmax(logits / T) at the token, unfiltered: the
+    behaviour policy in the trainer's parametrisation (`grpo.logprob_temperature`), which the
+    sampler importance-sampling correction compares with the trainer's own log-probs."""
 
     max_new_tokens: int = 256
     temperature: float = 1.0
@@ -27,6 +31,7 @@ class SamplingParams:
     top_k: int = 0
     stop_token_ids: tuple[int, ...] = ()
     seed: int = 0
+    logprob_temperature: float | None = None
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
@@ -35,6 +40,8 @@ class SamplingParams:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.logprob_temperature is not None and not self.logprob_temperature > 0:
+            raise ValueError(f"logprob_temperature must be > 0 or None, got {self.logprob_temperature}")
 
 
 @dataclasses.dataclass
@@ -49,6 +56,8 @@ class RolloutBatch:
     finish_reasons: list of "stop" | "length", one per row.
     prompt_ids: list of the P prompts' token ids (unpadded), in order.
     weight_version: the weights version that produced the batch (engines that sync weights).
+    token_versions: int32 [B, C], the weights version (as given to `offer_weights`) that
+      sampled each token, when the engine took new weights during this batch; else None.
     """
 
     completion_ids: np.ndarray
@@ -59,6 +68,7 @@ class RolloutBatch:
     prompt_ids: list[list[int]]
     num_generations: int
     weight_version: int = 0
+    token_versions: np.ndarray | None = None
 
     @property
     def batch_size(self) -> int:

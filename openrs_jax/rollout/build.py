@@ -34,6 +34,7 @@ class VLLMOptions:
     python: str | None = None  # None: vllm_server.default_python()
     startup_timeout: float = 600.0
     push_weights: bool = True  # after connecting, sync the given model's weights to the server
+    logprobs_mode: str = "processed_logprobs"  # the server's --logprobs-mode (launched: set; else: as started)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +47,13 @@ class EngineSpec:
     vllm: VLLMOptions = VLLMOptions()
 
     @classmethod
-    def from_rollout_config(cls, rollout, *, max_batch_size: int) -> "EngineSpec":
-        """The spec of a run's `rollout` config section (`openrs_jax.config.RolloutSection`)."""
+    def from_run_config(cls, cfg) -> "EngineSpec":
+        """The spec of a run (`openrs_jax.config.RunConfig`): its `rollout` section, and the
+        vLLM log-prob mode its loss needs (`RunConfig.sampler_logprobs_mode`)."""
+        rollout = cfg.rollout
         return cls(
             kind=rollout.engine,
-            jax_options={"max_batch_size": rollout.batch_size or max_batch_size,
+            jax_options={"max_batch_size": rollout.batch_size or cfg.completions_per_step,
                          "decode_attention": rollout.decode_attention},
             vllm=VLLMOptions(
                 url=None if rollout.vllm_launch else rollout.vllm_server_url,
@@ -61,6 +64,7 @@ class EngineSpec:
                 api_key=rollout.vllm_api_key,
                 timeout_s=rollout.vllm_timeout_s,
                 sync_dir=rollout.vllm_sync_dir,
+                logprobs_mode=cfg.sampler_logprobs_mode,
             ),
         )
 
@@ -118,6 +122,8 @@ def build_engine(
                 start_dir = save_hf(model, work_dir / "vllm_init", tokenizer=tokenizer,
                                     dtype=jnp.dtype(model.config.dtype), overwrite=True)
             extra = list(opts.server_args)
+            if "--logprobs-mode" not in extra:
+                extra += ["--logprobs-mode", opts.logprobs_mode]
             if opts.gpu_memory_utilization is not None:
                 extra += ["--gpu-memory-utilization", str(opts.gpu_memory_utilization)]
             if opts.max_model_len:
@@ -131,7 +137,7 @@ def build_engine(
             url = server.url
         engine = VLLMEngine(url, sync_dir=str(opts.sync_dir or work_dir / "vllm_weights"),
                             eos_token_ids=eos_token_ids, pad_token_id=pad_token_id, api_key=opts.api_key,
-                            retry=RetryPolicy(timeout=opts.timeout_s))
+                            retry=RetryPolicy(timeout=opts.timeout_s), logprobs_mode=opts.logprobs_mode)
         closers.append(engine.close)
         if opts.push_weights and model is not None:
             engine.update_weights(model)  # the server must sample from exactly these weights

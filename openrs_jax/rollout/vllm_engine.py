@@ -151,6 +151,7 @@ class VLLMEngine(RolloutEngine):
         keep_versions: int = 2,
         max_attempts: int = 3,
         server_hint: str | None = None,
+        logprobs_mode: str = "processed_logprobs",
     ):
         if prompts_per_request < 1:
             raise ValueError(f"prompts_per_request must be >= 1, got {prompts_per_request}")
@@ -168,6 +169,9 @@ class VLLMEngine(RolloutEngine):
         self.keep_versions = keep_versions
         self.max_attempts = max_attempts
         self.server_hint = server_hint or self._default_hint()
+        if logprobs_mode not in ("processed_logprobs", "raw_logprobs"):
+            raise ValueError(f"logprobs_mode must be processed_logprobs or raw_logprobs, got {logprobs_mode!r}")
+        self.logprobs_mode = logprobs_mode
         self.session_id = uuid.uuid4().hex[:12]
         self.version = 0  # 0: the weights the server started with
         self.weights_dir: pathlib.Path | None = None
@@ -368,6 +372,7 @@ class VLLMEngine(RolloutEngine):
         if any(not p for p in prompts):
             raise ValueError("generate: empty prompt")
         g = int(num_generations)
+        check_logprobs_mode(self.logprobs_mode, sampling)
         for _ in range(self.max_attempts):
             self.ensure_synced()
             resyncs, version = self._resyncs, self.version
@@ -413,6 +418,29 @@ class VLLMEngine(RolloutEngine):
 
     def close(self) -> None:
         """Nothing to release: the server belongs to whoever started it."""
+
+
+def check_logprobs_mode(mode: str, sampling: SamplingParams) -> None:
+    """The server's `--logprobs-mode` fixes which log-probs it returns: processed (the sampling
+    distribution: after temperature, top-p, top-k) or raw (softmax of the logits, T = 1).
+    Raises ValueError when that is not what `sampling.logprob_temperature` asks for."""
+    filtered = sampling.top_p < 1.0 or sampling.top_k > 0
+    want = sampling.logprob_temperature
+    if want is None:
+        ok = mode == "processed_logprobs" or (sampling.temperature == 1.0 and not filtered)
+        need = "processed_logprobs"
+    elif want == 1.0 and mode == "raw_logprobs":
+        ok, need = True, "raw_logprobs"
+    else:
+        ok = mode == "processed_logprobs" and want == sampling.temperature and not filtered
+        need = "raw_logprobs" if want == 1.0 else "processed_logprobs (with the log-prob temperature equal to the "
+        need += "" if want == 1.0 else "sampling temperature, no top-p/top-k)"
+    if not ok:
+        raise ValueError(
+            f"the vLLM server returns {mode} but log-probs at temperature {want or sampling.temperature} were asked "
+            f"for (sampling temperature {sampling.temperature}, top_p {sampling.top_p}, top_k {sampling.top_k}): "
+            f"start it with --logprobs-mode {need}"
+        )
 
 
 def parse_choices(

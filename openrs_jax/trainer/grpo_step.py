@@ -161,6 +161,8 @@ def sample(run: Run, step: int, examples: list[dict]) -> RolloutBatch:
         top_p=cfg.rollout.top_p,
         top_k=cfg.rollout.top_k,
         seed=step_seed(cfg.seed, step),
+        # The sampler correction compares these with the trainer's log-probs: same temperature.
+        logprob_temperature=cfg.grpo.logprob_temperature if cfg.sampler_correction else None,
     )
     return run.engine.generate([e["prompt_ids"] for e in examples], cfg.grpo.num_generations, sampling)
 
@@ -302,7 +304,8 @@ def grpo_step(run: Run, state: TrainState, rollouts) -> tuple[TrainState, Experi
         exp = rollouts.next_experience(state, timer)  # 1–3
         state, learned = learn(run, state, exp, timer)  # 4–7
         rollouts.after_update(state, timer)  # 8
-    return state, exp, step_metrics(run, exp, learned, timer, staleness=state.step - 1 - exp.policy_step)
+    metrics = step_metrics(run, exp, learned, timer, staleness=state.step - 1 - exp.policy_step)
+    return state, exp, {**metrics, **rollouts.metrics()}
 
 
 # ---------------------------------------------------------------------- metrics

@@ -8,6 +8,14 @@ With W_k the weights after update k and B_k the batch update k trains on:
                    generation overlaps training, every batch is exactly one update stale, and
                    the run is deterministic. A checkpoint after step k holds B_{k+1}, so a
                    resumed run replays the uninterrupted one exactly.
+    async          the sampler runs ahead in its own thread, up to `max_staleness` batches into
+                   a queue, taking the newest weights before each batch (and between decode
+                   segments when the engine supports in-flight updates: the KV cache is kept,
+                   each token records the weights that sampled it). Update k+1 takes the next
+                   batch whose oldest token was sampled with W_j, j >= k - max_staleness;
+                   older ones are dropped (`rollout/batches_dropped_stale`). Timing decides
+                   which weights sample what, so runs are not bit-reproducible; a checkpoint
+                   holds no batch in flight (a resumed run samples its next prompts again).
 
 In the overlapped mode the sampler's per-token log-probs are the behaviour policy: the loss
 applies the sampler importance-sampling correction (`RunConfig.sampler_correction`, see
@@ -24,6 +32,8 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import queue
+import threading
 from typing import Any
 
 from openrs_jax.metrics import PhaseTimer
@@ -49,6 +59,10 @@ class Schedule(abc.ABC):
     def in_flight(self) -> Experience | None:
         """The sampled batch of the next step, if one is held (after `quiesce`)."""
         return None
+
+    def metrics(self) -> dict[str, float]:
+        """The schedule's own counters, logged with every step."""
+        return {}
 
     def close(self) -> None:
         """Waits for a background rollout (the engine must not be closed under it)."""
@@ -121,10 +135,117 @@ class OneStepOffSchedule(Schedule):
         self._pool.shutdown(wait=True)
 
 
+class _Stop(Exception):
+    """Raised inside the producer thread to end it (quiesce/close)."""
+
+
+class AsyncSchedule(Schedule):
+    """A producer thread samples batches ahead into a bounded queue (module docstring)."""
+
+    def __init__(self, run: Run):
+        super().__init__(run)
+        self.max_staleness = run.cfg.rollout.max_staleness
+        self._queue: queue.Queue = queue.Queue(maxsize=self.max_staleness)
+        self._lock = threading.Lock()
+        self._latest: tuple[Any, int] | None = None  # (sampler-owned params, optimizer step)
+        self._engine_step: int | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.dropped_stale = 0
+
+    # -- the producer ------------------------------------------------------------------------
+    def _take_weights(self, timer: PhaseTimer) -> None:
+        """Gives the engine the newest weights (producer thread, between batches)."""
+        with self._lock:
+            latest, self._latest = self._latest, None
+        if latest is not None:
+            params, step = latest
+            with timer("sync"):
+                self.run.engine.update_weights(self.run.policy.model(params))
+            self._engine_step = step
+
+    def _produce(self, step: int, cursor: dict[str, Any]) -> None:
+        try:
+            while not self._stop.is_set():
+                timer = PhaseTimer()
+                self._take_weights(timer)
+                exp = collect(self.run, step, cursor, policy_step=self._engine_step)
+                exp.wait_scores()
+                with timer("idle"):  # the queue is full: the sampler waits for the trainer
+                    while not self._stop.is_set():
+                        try:
+                            self._queue.put(exp, timeout=0.05)
+                            break
+                        except queue.Full:
+                            continue
+                exp.times.update({f"sampler_{k}": v for k, v in timer.times.items()})
+                step, cursor = step + 1, exp.data
+        except BaseException as e:  # noqa: BLE001 — handed to the trainer thread
+            self._queue.put(e)
+
+    def _start(self, state: TrainState) -> None:
+        self._stop.clear()
+        if self._engine_step is None:
+            self._engine_step = state.step  # the engine was built with this state's weights
+        self._thread = threading.Thread(target=self._produce, args=(state.step + 1, state.data),
+                                        name="openrs-async-sampler", daemon=True)
+        self._thread.start()
+
+    def _halt(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        while not self._queue.empty():
+            self._queue.get_nowait()
+
+    # -- the trainer side --------------------------------------------------------------------
+    def next_experience(self, state: TrainState, timer: PhaseTimer) -> Experience:
+        if self._thread is None:
+            self._start(state)
+        while True:
+            with timer("wait_rollout"):
+                exp = self._queue.get()
+            if isinstance(exp, BaseException):
+                self._thread = None
+                raise exp
+            oldest = exp.policy_step
+            if exp.batch.token_versions is not None:
+                oldest = int(exp.batch.token_versions[exp.batch.completion_mask > 0].min(initial=oldest))
+            if state.step - oldest <= self.max_staleness:
+                # Update state.step + 1 trains on this batch; the data cursor moves past it.
+                exp.step = state.step + 1
+                return exp
+            self.dropped_stale += 1
+
+    def metrics(self) -> dict[str, float]:
+        return {"rollout/batches_dropped_stale": float(self.dropped_stale)}
+
+    def after_update(self, state: TrainState, timer: PhaseTimer) -> None:
+        with timer("sync"):
+            params = self.run.policy.sampler_params(state.params)  # the sampler's own buffers
+        offer = getattr(self.run.engine, "offer_weights", None)
+        if offer is not None:
+            offer(self.run.policy.model(params), state.step)  # taken between decode segments
+        with self._lock:
+            self._latest = (params, state.step)
+
+    def quiesce(self, state: TrainState, timer: PhaseTimer) -> None:
+        # Batches sampled ahead are dropped: their prompts are drawn again, from the state's cursor.
+        self._halt()
+        with self._lock:
+            self._latest = None
+        sync_weights(self.run, state, timer, own_copy=True)
+        self._engine_step = state.step
+
+    def close(self) -> None:
+        self._halt()
+
+
 def make_schedule(run: Run, pending: Experience | None = None) -> Schedule:
     mode = run.cfg.rollout.mode
     if mode == "sync":
         return SyncSchedule(run)
     if mode == "one_step_off":
         return OneStepOffSchedule(run, pending)
-    raise NotImplementedError(f"rollout.mode {mode!r}")
+    return AsyncSchedule(run)

@@ -274,7 +274,7 @@ def build_run(cfg: RunConfig, *, meshes: tuple[jax.sharding.Mesh, jax.sharding.M
         state = restore_state(checkpointer, state, log)
 
     engine, close_engine = build_engine(
-        EngineSpec.from_rollout_config(cfg.rollout, max_batch_size=cfg.completions_per_step),
+        EngineSpec.from_run_config(cfg),
         policy.model(state.params),
         eos_token_ids=eos_ids, pad_token_id=pad_id, work_dir=run_dir, tokenizer=tokenizer,
         mesh=rollout_mesh or mesh, rules=shd.SAMPLE_RULES, log=log,

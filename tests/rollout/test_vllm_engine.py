@@ -337,3 +337,20 @@ def test_a_stuck_server_is_a_clear_error_not_a_raw_timeout(tmp_path):
             engine.generate([[1]], 1, SamplingParams(max_new_tokens=2))
     finally:
         listener.close()
+
+
+def test_logprobs_mode_must_match_what_the_loss_compares():
+    from openrs_jax.rollout.base import SamplingParams
+    from openrs_jax.rollout.vllm_engine import check_logprobs_mode
+
+    at_07 = SamplingParams(temperature=0.7)
+    check_logprobs_mode("processed_logprobs", at_07)  # the sampling distribution, as asked
+    check_logprobs_mode("raw_logprobs", SamplingParams(temperature=0.7, logprob_temperature=1.0))
+    check_logprobs_mode("processed_logprobs", SamplingParams(temperature=0.7, logprob_temperature=0.7))
+    check_logprobs_mode("raw_logprobs", SamplingParams(temperature=1.0))  # raw is the sampling distribution
+    with pytest.raises(ValueError, match="start it with --logprobs-mode raw_logprobs"):
+        check_logprobs_mode("processed_logprobs", SamplingParams(temperature=0.7, logprob_temperature=1.0))
+    with pytest.raises(ValueError, match="start it with --logprobs-mode processed_logprobs"):
+        check_logprobs_mode("raw_logprobs", at_07)
+    with pytest.raises(ValueError, match="processed_logprobs"):
+        check_logprobs_mode("processed_logprobs", SamplingParams(temperature=0.7, top_p=0.9, logprob_temperature=0.7))

