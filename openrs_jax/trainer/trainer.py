@@ -67,7 +67,6 @@ from openrs_jax.trainer.step import (
 # <= 3584) C takes at most 7 values and T - C at most 3, against 112 (prompt, completion)
 # pairs with 128-token buckets of each.
 LENGTH_BUCKET = 512
-MAX_DYNAMIC_SAMPLING_ROUNDS = 3
 
 
 def length_buckets(
@@ -329,9 +328,8 @@ class Trainer:
         t0 = time.perf_counter()
         parts = [(examples, batch, *self._score(examples, batch))]
         t_rew = time.perf_counter() - t0
-        for _ in range(MAX_DYNAMIC_SAMPLING_ROUNDS):
-            kept = sum(int((t.reshape(-1, g).std(1) > 0).sum()) for *_, t, _ in parts)
-            if kept >= p:
+        for _ in range(grpo.MAX_DYNAMIC_SAMPLING_ROUNDS):
+            if grpo.enough_signal([total for *_, total, _ in parts], p, g):
                 break
             more = self.data.next_batch(p)
             t0 = time.perf_counter()
@@ -407,7 +405,7 @@ class Trainer:
         if "rollout/prefill_s" in getattr(self.engine, "last_stats", {}):
             metrics["time/rollout_prefill"] = self.engine.last_stats["rollout/prefill_s"]
         if self.completions is not None and step % cfg.log.logging_steps == 0:
-            self._log_completions(step, examples, texts, per_reward, advantages)
+            self._log_completions(step, examples, texts, per_reward, advantages, truncated)
         return metrics
 
     def _batch_shardings(self, host):
@@ -440,11 +438,11 @@ class Trainer:
             out[k] = float(v)
         return out
 
-    def _log_completions(self, step, examples, texts, per_reward, advantages):
+    def _log_completions(self, step, examples, texts, per_reward, advantages, truncated):
         g = self.cfg.grpo.num_generations
         for i, text in enumerate(texts):
             row = {"step": step, "prompt": examples[i // g].get("prompt_text", ""), "completion": text,
-                   "advantage": float(advantages[i])}
+                   "advantage": float(advantages[i]), "truncated": bool(truncated[i])}
             for r, name in enumerate(self.reward_names):
                 row[f"rewards/{name}"] = None if math.isnan(per_reward[i, r]) else float(per_reward[i, r])
             self.completions.write(row)
@@ -539,17 +537,10 @@ class Trainer:
 
 
 def _select_groups(parts, p: int, g: int):
-    """DAPO dynamic sampling: the first P groups whose rewards are not all equal, topped up with
-    zero-std groups when the extra rounds did not find enough."""
+    """DAPO dynamic sampling: the groups `grpo.select_groups` picks, gathered into one batch."""
     from openrs_jax.rollout.base import RolloutBatch
 
-    chosen, fallback = [], []
-    for pi, (examples, batch, per_reward, total, texts) in enumerate(parts):
-        for gi in range(len(examples)):
-            rows = slice(gi * g, (gi + 1) * g)
-            (chosen if total[rows].std() > 0 else fallback).append((pi, gi))
-    sel = (chosen + fallback)[:p]
-    dropped = sum(len(ex) for ex, *_ in parts) * g - p * g
+    sel, dropped = grpo.select_groups([total for *_, total, _ in parts], p, g)
     width = max(parts[pi][1].completion_ids.shape[1] for pi, _ in sel)
 
     def rows_of(pi, gi, arr):
