@@ -138,7 +138,8 @@ def _timeout_none_supported() -> bool:
 
 
 def alarm_timeout(seconds: int | None) -> int | None:
-    """The timeout to hand math-verify: `seconds` in the main thread (None: no timeout).
+    """The timeout to hand math-verify: `seconds` in the main thread (None: no timeout, passed
+    as 0, which both 0.5.2 and 0.9 read as "no alarm"; 0.5.2 fails on None).
 
     math-verify's timeouts use signal.alarm, which only the main thread may arm. Elsewhere
     0.9 takes None (no inner timeout; the pool's hard timeout still applies), but 0.5.2 sets a
@@ -146,7 +147,7 @@ def alarm_timeout(seconds: int | None) -> int | None:
     unparsed: we raise instead.
     """
     if threading.current_thread() is threading.main_thread():
-        return seconds
+        return 0 if seconds is None else seconds
     if _timeout_none_supported():
         return None
     import importlib.metadata
