@@ -94,6 +94,13 @@ def _versions() -> dict[str, str]:
     return {n: importlib.metadata.version(n) for n in names} | {"python": platform.python_version()}
 
 
+def dump_golden(golden: dict) -> str:
+    """JSON with one line per reward's value list (about 9,000 values each)."""
+    head = json.dumps({**golden, "values": None}, indent=1)
+    values = ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in golden["values"].items())
+    return head.replace('"values": null', '"values": {\n' + values + "\n }") + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--open-rs", type=pathlib.Path, required=True, help="a knoveleng/open-rs checkout at 2889c47")
@@ -147,7 +154,7 @@ def main() -> None:
         "excluded": excluded,
         "values": values,
     }
-    out.write_text(json.dumps(golden, indent=0) + "\n")
+    out.write_text(dump_golden(golden))
     print(f"wrote {out}: {len(cases)} cases, {len(excluded)} excluded, {time.time() - t_start:.0f} s",
           file=sys.stderr)
 
