@@ -122,17 +122,19 @@ def load_run_dir(path: pathlib.Path, step: int | None, dtype: str):
     return load_model_from_run(path, step=step, dtype=dtype)
 
 
-def eos_token_ids(tokenizer: Any, hf_dir: pathlib.Path | None) -> list[int]:
-    """The tokenizer's EOS plus generation_config.json's eos_token_id(s), if any."""
-    ids = [] if tokenizer.eos_token_id is None else [int(tokenizer.eos_token_id)]
-    if hf_dir is not None and (hf_dir / "generation_config.json").is_file():
-        value = json.loads((hf_dir / "generation_config.json").read_text()).get("eos_token_id")
-        for t in value if isinstance(value, list) else [value]:
-            if t is not None and int(t) not in ids:
-                ids.append(int(t))
-    if not ids:
-        raise SystemExit("openrs_jax.evaluate: the tokenizer has no EOS token and generation_config.json names none")
-    return ids
+def eos_and_pad(loaded: LoadedModel) -> tuple[list[int], int]:
+    """EOS ids and pad id by the rule training uses (`openrs_jax.data.eos_and_pad`): the
+    tokenizer's and the model config's (the loaded model's, else the HF directory's config.json)."""
+    from openrs_jax.data import eos_and_pad as rule
+
+    if loaded.model is not None:
+        model_eos = loaded.model.config.eos_token_id
+    else:
+        model_eos = json.loads((loaded.hf_dir / "config.json").read_text()).get("eos_token_id")
+    try:
+        return rule(loaded.tokenizer, model_eos)
+    except ValueError as e:
+        raise SystemExit(f"openrs_jax.evaluate: {e}") from None
 
 
 def load_model(args: argparse.Namespace, need_weights: bool) -> LoadedModel:
@@ -165,8 +167,7 @@ def load_model(args: argparse.Namespace, need_weights: bool) -> LoadedModel:
 def make_engine(args: argparse.Namespace, loaded: LoadedModel, out_dir: pathlib.Path):
     """(engine, close) for --engine; `close()` stops what we started."""
     tokenizer = loaded.tokenizer
-    eos = eos_token_ids(tokenizer, loaded.hf_dir)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    eos, pad = eos_and_pad(loaded)
     if args.engine == "jax":
         from openrs_jax.rollout.jax_engine import JaxEngine
 

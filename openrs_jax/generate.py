@@ -66,6 +66,18 @@ def _load(args):
     return load_hf(path, dtype=jnp.dtype(dtype)), tokenizer, path
 
 
+def eos_and_pad(model, tokenizer, hf_dir: pathlib.Path | None) -> tuple[list[int], int]:
+    """EOS ids and pad id by the rule training uses (`openrs_jax.data.eos_and_pad`): the
+    tokenizer's and the model config's (the loaded model's, else the HF directory's config.json)."""
+    from openrs_jax.data import eos_and_pad as rule
+
+    if model is not None:
+        model_eos = model.config.eos_token_id
+    else:
+        model_eos = json.loads((hf_dir / "config.json").read_text()).get("eos_token_id")
+    return rule(tokenizer, model_eos)
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     # User errors (a bad --model, an unreachable server) as one line; OPENRS_DEBUG=1 for tracebacks.
@@ -87,8 +99,11 @@ def generate(args) -> int:
         fmt = PromptFormatter(tokenizer, system_prompt=args.system, add_think_prefill=args.think,
                               max_prompt_length=1 << 20)
         ids, _ = fmt.encode(args.prompt)
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos[0] if eos else 0)
+    try:
+        eos, pad = eos_and_pad(model, tokenizer, hf_dir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_p=args.top_p, top_k=args.top_k, seed=args.seed)
     closers = []

@@ -18,7 +18,7 @@ from openrs_jax.config import (
     parse_override,
 )
 
-RECIPES = ["quickstart", "openrs1", "openrs2", "openrs3"]
+RECIPES = ["quickstart", "openrs1", "openrs2", "openrs3", "openrs3_intended"]
 ENGLISH = " Note that respond by English, NOT use other languages."
 
 
@@ -115,7 +115,7 @@ def test_set_overrides_nested_keys_in_order():
     )
     assert config.optim.learning_rate == 5e-6
     assert config.grpo.num_generations == 8 and config.completions_per_step == 96
-    assert config.rewards.reward_kwargs == {"cosine": {"max_len": 1000}}
+    assert config.rewards.reward_kwargs == {"cosine": {"max_len": 1000, "boxed": "none"}}
     assert config.model.overrides == {"num_layers": 4}
     assert config.data.system_prompt is None
     assert config.rollout.vllm_server_url == "http://10.0.0.2:8000"
@@ -157,6 +157,7 @@ def test_openrs3_has_the_paper_values():
     assert (c.rollout.top_p, c.rollout.top_k) == (1.0, 0)
     assert c.rewards.reward_funcs == ("format", "cosine") and c.rewards.reward_weights == (1.0, 2.0)
     assert c.rewards.reward_kwargs["cosine"]["max_len"] == 3584  # Open-RS's cosine_max_len
+    assert c.rewards.reward_kwargs["cosine"]["boxed"] == "none"  # its cosine's parse, as it ran
     assert c.checkpoint.save_steps == 50 and c.seed == 42
     assert c.data.max_prompt_length == 512 and c.data.add_think_prefill
     assert c.data.dataset_name == "knoveleng/open-rs"
@@ -191,6 +192,17 @@ def test_openrs1_and_openrs2_differ_from_openrs3_only_where_the_paper_does():
     assert d2["rewards"]["reward_funcs"] == ["format", "accuracy"] and d2["rewards"]["reward_weights"] == [1.0, 2.0]
 
 
+def test_openrs3_intended_differs_from_openrs3_only_in_the_cosine_parse():
+    d3, di = (config_to_dict(load_config(n)) for n in ["openrs3", "openrs3_intended"])
+    assert di["rewards"]["reward_kwargs"]["cosine"] == {"max_len": 3584, "boxed": "all"}
+    assert d3["rewards"]["reward_kwargs"]["cosine"] == {"max_len": 3584, "boxed": "none"}
+    for d in (d3, di):
+        d.pop("run_name")
+        d["checkpoint"].pop("output_dir")
+        d["rewards"]["reward_kwargs"]["cosine"].pop("boxed")
+    assert d3 == di
+
+
 @pytest.mark.parametrize("name", RECIPES)
 def test_recipes_round_trip_through_dump_yaml(name, tmp_path):
     config = load_config(name)
@@ -212,7 +224,7 @@ def test_run_name_defaults_to_file_stem_and_output_dir_to_it(tmp_path):
 
 
 def test_missing_recipe_lists_known_ones():
-    with pytest.raises(ConfigError, match=r"'openrs9' not found.*openrs1, openrs2, openrs3, quickstart"):
+    with pytest.raises(ConfigError, match=r"'openrs9' not found.*openrs1, openrs2, openrs3, openrs3_intended, quickstart"):
         load_config("openrs9")
 
 

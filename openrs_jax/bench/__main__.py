@@ -7,8 +7,8 @@ one GPU; one table and one JSON.
     python -m openrs_jax.bench --torch-compile
 
 Phases
-- update: JAX `build_train_step` (the trainer's step; variants over --remat, --chunk and the
-  what-if --forward variants of openrs_jax.bench.update) against the TRL-style PyTorch step
+- update: JAX `build_train_step` (the trainer's step; variants over --remat and --chunk)
+  against the TRL-style PyTorch step
   (eager; also compiled with --torch-compile), micro-batch --batch, T in --seq, prompt --prompt.
 - reference: JAX `build_logps_fn` against PyTorch no_grad forward + selective log-softmax,
   T in --ref-seq.
@@ -21,8 +21,8 @@ a third of it per reference row, N without embeddings; generation: 2·(N + D·V)
 4·L·N_h·H·context per new token) / (time × bf16 matmul rate), the rate being the larger of
 JAX's and PyTorch's n × n × n product measured first in this run; peak GiB per worker
 process; ratio = JAX / PyTorch eager tokens/s at the same phase and T (ratio_compile: against
-torch.compile). In each (phase, T) the fastest JAX row that is not a what-if variant is marked
-`*` in notes, and the JSON's "best" lists it.
+torch.compile). In each (phase, T) the fastest one-GPU JAX row is marked `*` in notes, and
+the JSON's "best" lists it.
 
 Every measurement runs in its own subprocess with a timeout (--timeout); an OOM or failure
 becomes a row with an error. Results are written to --out after every row. On a CPU (the smoke
@@ -64,8 +64,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=6, help="micro-batch rows for update/reference")
     ap.add_argument("--remat", default="dots", help="JAX update variants: comma list of none,dots,full")
     ap.add_argument("--chunk", default="512", help="JAX log-prob chunk sizes (comma list)")
-    ap.add_argument("--forward", default="trainer",
-                    help="JAX update/reference forward: trainer (the only one now; kept for the record format)")
     ap.add_argument("--impls", default="jax,torch", help="comma list of jax,torch")
     ap.add_argument("--devices", default="1",
                     help="JAX update over these GPU counts (comma list; a mesh over --parallel, --batch rows per GPU); "
@@ -105,9 +103,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     for par in _strs(args.parallel):
         if par not in ("data", "fsdp"):
             ap.error(f"--parallel: {par!r} is not data or fsdp")
-    for a in _strs(args.forward):
-        if a not in upd.FORWARDS:
-            ap.error(f"--forward: {a!r} is not one of {upd.FORWARDS}")
     args.model = {f: getattr(args, f) for f in ("num_layers", "hidden_size", "intermediate_size", "num_heads",
                                                  "num_kv_heads", "vocab_size", "head_dim") if getattr(args, f) is not None}
     return args
@@ -123,13 +118,12 @@ def plan(args) -> list[tuple[str, str, dict[str, Any]]]:
         for t in _ints(args.seq if phase == "update" else args.ref_seq):
             if "jax" in args.impl_list:
                 remats = _strs(args.remat) if phase == "update" else ["none"]
-                for forward in _strs(args.forward):
-                    for remat in remats:
-                        for chunk in _ints(args.chunk):
-                            for n in (_ints(args.devices) if phase == "update" else [1]):
-                                for par in (_strs(args.parallel) if n > 1 else ["data"]):  # n = 1: no mesh
-                                    out.append((phase, f"jax_{phase}", dict(base, seq=t, remat=remat, chunk=chunk,
-                                                                            forward=forward, devices=n, parallel=par)))
+                for remat in remats:
+                    for chunk in _ints(args.chunk):
+                        for n in (_ints(args.devices) if phase == "update" else [1]):
+                            for par in (_strs(args.parallel) if n > 1 else ["data"]):  # n = 1: no mesh
+                                out.append((phase, f"jax_{phase}", dict(base, seq=t, remat=remat, chunk=chunk,
+                                                                        devices=n, parallel=par)))
             if "torch" in args.impl_list:
                 out.append((phase, f"torch_{phase}", dict(base, seq=t)))
                 if args.torch_compile:
@@ -144,8 +138,6 @@ def _notes(kind: str, spec: upd.Spec, res: dict[str, Any]) -> str:
         note = f"chunk={spec.chunk}"
     else:
         note = "compile" if spec.compile else "eager"
-    if kind.startswith("jax") and spec.forward != "trainer":
-        note += f" {spec.forward}(what-if)"
     if "error" in res:
         note += f" [{res['error']}]"
     return note
@@ -201,8 +193,8 @@ def generation_rows(args, flops_per_s: float | None) -> list[dict[str, Any]]:
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """JAX / PyTorch tokens/s per (phase, T) on every JAX row; marks the fastest JAX variant
-    (excluding what-if variants) with `*`. Returns {phase: {T: best row summary}}."""
+    """JAX / PyTorch tokens/s per (phase, T) on every JAX row; marks the fastest one-GPU JAX
+    variant with `*`. Returns {phase: {T: best row summary}}."""
     best: dict[str, dict[str, Any]] = {}
     for r in rows:
         if r["impl"] != "jax" or "tokens_per_s" not in r:
@@ -220,8 +212,6 @@ def add_ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
                         and "tokens_per_s" in o), None)
             if ref is not None:
                 r[col] = r["tokens_per_s"] / ref["tokens_per_s"]
-        if "what-if" in r["notes"]:
-            continue
         key = (r["phase"], r["T"])
         cur = best.get(key)
         if cur is None or r["tokens_per_s"] > cur["tokens_per_s"]:

@@ -114,7 +114,6 @@ class Spec:
     prompt: int = 256
     remat: str = "dots"
     chunk: int = 512
-    forward: str = "trainer"  # FORWARDS: the trainer's step, or a what-if variant of it
     compile: bool = False  # torch.compile
     warmup: int = 2
     repeats: int = 5
@@ -135,8 +134,6 @@ class Spec:
     def __post_init__(self):
         if not 0 < self.prompt < self.seq:
             raise ValueError(f"prompt length {self.prompt} must be in (0, seq={self.seq})")
-        if self.forward not in FORWARDS:
-            raise ValueError(f"forward must be one of {FORWARDS}, got {self.forward!r}")
         if self.warmup < 1 or self.repeats < 1:
             raise ValueError(f"warmup ({self.warmup}) and repeats ({self.repeats}) must be >= 1")
         if self.devices < 1:
@@ -249,15 +246,6 @@ def _jax_batch(spec: Spec, cfg, with_ref: bool, mesh=None):
     return jax.tree.map(lambda x: jax.device_put(x, shd.batch_sharding(mesh, shd.TRAIN_RULES, x.ndim)), batch)
 
 
-FORWARDS = ("trainer",)
-
-
-def _use_forward(forward: str) -> None:
-    """Only the trainer's own forward is measured (the what-if variants became the trainer's)."""
-    if forward not in FORWARDS:
-        raise ValueError(f"forward must be one of {FORWARDS}, got {forward!r}")
-
-
 def _memory_plan(compiled) -> dict[str, float]:
     """XLA's buffer plan of a compiled program in GiB (absent where the backend has none)."""
     try:
@@ -288,7 +276,6 @@ def build_jax_update(spec: Spec):
         build_train_step, init_optimizer, lr_schedule, make_optimizer, optimizer_shardings,
     )
 
-    _use_forward(spec.forward)
     cfg, graphdef, params, mesh = _jax_model(spec, "float32", spec.remat)
     loss = _jax_loss_settings(spec)
     schedule = lr_schedule(1e-6, 500, 50)
@@ -347,7 +334,6 @@ def jax_reference(spec: Spec) -> dict[str, Any]:
 
     from openrs_jax.trainer.step import build_logps_fn
 
-    _use_forward(spec.forward)
     if spec.devices != 1:
         raise ValueError("the reference benchmark runs on one device (devices=1)")
     cfg, graphdef, params, _ = _jax_model(spec, "bfloat16", "none")

@@ -120,6 +120,33 @@ def load_tokenizer(path_or_name: str | os.PathLike):
     return tokenizer
 
 
+def eos_and_pad(tokenizer: Any, model_eos: int | list[int] | None) -> tuple[list[int], int]:
+    """The one rule for stop and padding tokens: training, `evaluate` and `generate` all use it.
+
+    tokenizer: an HF tokenizer (its `eos_token_id`, `pad_token_id`).
+    model_eos: the model config's `eos_token_id` (config.json's, or the preset's): an int, a
+      list of ints (e.g. Llama 3.1 lists three) or None.
+    Returns (EOS ids, pad id). EOS ids: the tokenizer's EOS, then the model config's, in order,
+    without repeats; a completion ends at the first of any of them. Pad: the tokenizer's pad
+    token, else the first EOS id (what TRL and HF `generate` fall back to).
+    Raises ValueError when neither names an EOS token.
+
+    generation_config.json is not read: a training-run directory has only the model config,
+    so reading it for HF directories alone would let evaluation stop on tokens training never
+    stopped on. Our export writes generation_config.json's eos_token_id equal to the config's.
+    """
+    eos: list[int] = []
+    candidates = [tokenizer.eos_token_id]
+    candidates += model_eos if isinstance(model_eos, (list, tuple)) else [model_eos]
+    for token in candidates:
+        if token is not None and int(token) not in eos:
+            eos.append(int(token))
+    if not eos:
+        raise ValueError("neither the tokenizer nor the model config defines an EOS token")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    return eos, int(pad)
+
+
 def _download_tokenizer_files(repo_id: str) -> pathlib.Path:
     try:
         from huggingface_hub import snapshot_download

@@ -34,7 +34,7 @@ import dataclasses
 import re
 from typing import Literal, Sequence
 
-from openrs_jax.rewards.math_rewards import alarm_timeout, tame_logging
+from openrs_jax.rewards.math_rewards import alarm_timeout, float_rounding_kwargs, tame_logging
 from openrs_jax.rewards.verify_pool import VerifyPool, shared_pool
 
 GoldMode = Literal["latex", "expr"]
@@ -99,7 +99,7 @@ def grade(completion: str, gold: str, mode: GoldMode) -> tuple[bool, str | None,
         extraction_mode="any_match",
         parsing_timeout=timeout,
     )
-    correct = bool(preds) and verify(golds, preds, float_rounding=PRECISION, timeout_seconds=timeout)
+    correct = bool(preds) and verify(golds, preds, timeout_seconds=timeout, **float_rounding_kwargs(PRECISION))
     return bool(correct), _as_text(preds), _as_text(golds)
 
 

@@ -3,22 +3,31 @@
 Rows are laid out as in `RolloutBatch`: B = P·G, row b belongs to prompt b // G, so the G
 completions of a prompt are contiguous.
 
-Equations (r the weighted reward of a completion, groups of G rows):
+Equations (R[b, j] reward function j on completion b, NaN where it answered None; groups of
+G rows; S = the scorable rows, those with at least one R[b, j] not NaN):
 
-    r_b       = Σ_j w_j · R[b, j]            over the j with R[b, j] not NaN   (nansum)
-    μ_b       = mean_{g(b)} r                 (the mean of b's group)
-    σ_b       = std_{g(b)}(r, ddof=1)         scale="group" (and logged for "none")
-              = std_batch(r, ddof=1)          scale="batch"
-    A_b       = (r_b − μ_b) / (σ_b + 1e-4)    scale ∈ {"group", "batch"}
-              =  r_b − μ_b                    scale="none" (Dr. GRPO)
+    r_b       = Σ_j w_j · R[b, j]  over the j with R[b, j] not NaN, if b ∈ S   (nansum)
+              = NaN                 if b ∉ S (every function answered None)
+    μ_b       = mean of r over the rows of b's group in S
+    σ_b       = std of r over the rows of b's group in S, ddof=1    scale="group" (and "none")
+              = std of r over all rows in S, ddof=1                 scale="batch"
+              (NaN when fewer than two rows count)
+    A_b       = (r_b − μ_b) / (σ_b + ε)    scale ∈ {"group", "batch"},  ε = 1e-4 by default
+              =  r_b − μ_b                  scale="none" (Dr. GRPO)
+    A_b       = 0 wherever the above is NaN
 
-TRL computes the std with `torch.Tensor.std`, which is unbiased (Bessel, ddof=1); so do we.
-A NaN reward stands for a reward function that answered None for that completion; TRL's
-`nansum` then drops that function from the sum for that row (a row whose every function
-answered None gets 0).
+So an unscorable completion gets advantage 0 and does not move its group's baseline, and a
+group with fewer than two scorable completions carries no signal (all its advantages are 0).
+This is TRL ≥ 1.6 (huggingface/trl#5902, "Exclude None reward completions from GRPO/RLOO
+advantage baseline"; `nanstd` from trl/trainer/utils.py, then `nan_to_num(nan=0)`). TRL
+0.16.0 to 1.5 summed an unscorable row to 0 and kept it in the baseline. The TRL commit
+Open-RS ran (69ad852, before 0.16.0) accepted no None at all (`torch.tensor` of a None
+fails), and Open-RS's rewards never answer None, so its run is the same under every rule. The
+std is unbiased (Bessel), as `torch.Tensor.std` and TRL's `nanstd`.
 
-Departures from TRL: none in the arithmetic. With G = 1 TRL sets σ = 0 (and batch σ = 0 for a
-single row) rather than NaN; we do the same.
+Departures from TRL: none in the arithmetic. ε is a parameter (`grpo.advantage_epsilon`);
+TRL hard-codes 1e-4. With G = 1 TRL sets σ = 0 (and the batch σ = 0 for a single row) rather
+than NaN; we do the same.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from __future__ import annotations
 from typing import Literal
 
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Bool, Float
 
 STD_EPS = 1e-4  # TRL adds this to the std before dividing
 
@@ -37,7 +46,7 @@ SCALES = ("group", "batch", "none")
 def weighted_reward_sum(
     rewards_per_func: Float[Array, "B R"], weights: Float[Array, "R"]
 ) -> Float[Array, "B"]:
-    """r_b = nansum_j(w_j · R[b, j]); NaN marks a reward function that answered None."""
+    """r_b = nansum_j(w_j · R[b, j]); NaN where every R[b, j] is NaN (an unscorable row)."""
     rewards_per_func = jnp.asarray(rewards_per_func, jnp.float32)
     weights = jnp.asarray(weights, jnp.float32)
     if rewards_per_func.ndim != 2 or weights.shape != rewards_per_func.shape[1:]:
@@ -45,7 +54,8 @@ def weighted_reward_sum(
             f"rewards_per_func must be [B, R] and weights [R]; got {rewards_per_func.shape} "
             f"and {weights.shape}"
         )
-    return jnp.nansum(rewards_per_func * weights[None, :], axis=1)
+    total = jnp.nansum(rewards_per_func * weights[None, :], axis=1)
+    return jnp.where(jnp.isnan(rewards_per_func).all(axis=1), jnp.nan, total)
 
 
 def _grouped(rewards: Float[Array, "B"], num_generations: int) -> Float[Array, "P G"]:
@@ -60,50 +70,77 @@ def _grouped(rewards: Float[Array, "B"], num_generations: int) -> Float[Array, "
     return rewards.reshape(-1, num_generations)
 
 
+def nanstd(x: Float[Array, "..."], axis: int | None = None) -> Float[Array, "..."]:
+    """TRL's `nanstd`: the unbiased std of the non-NaN entries, NaN if fewer than two.
+
+    Computed as TRL does, nanmean((x − nanmean x)²) · n / (n − 1), not as a sum over n − 1.
+    """
+    mean = jnp.nanmean(x, axis=axis, keepdims=True)
+    variance = jnp.nanmean((x - mean) ** 2, axis=axis)
+    count = jnp.sum(~jnp.isnan(x), axis=axis)
+    correction = jnp.where(count > 1, count / jnp.maximum(count - 1, 1), jnp.nan)
+    return jnp.sqrt(variance * correction)
+
+
 def _std_per_row(rewards: Float[Array, "B"], num_generations: int, scale: str) -> Float[Array, "B"]:
     """σ_b as defined in the module docstring (group std for "group" and "none")."""
     grouped = _grouped(rewards, num_generations)
     if scale in ("group", "none"):
         if num_generations == 1:
             return jnp.zeros_like(rewards, dtype=jnp.float32)
-        std = jnp.std(grouped, axis=1, ddof=1)  # [P]
-        return jnp.repeat(std, num_generations)
+        return jnp.repeat(nanstd(grouped, axis=1), num_generations)  # [P] -> [B]
     if scale == "batch":
         if grouped.size == 1:
             return jnp.zeros((1,), jnp.float32)
-        return jnp.broadcast_to(jnp.std(grouped, ddof=1), (grouped.size,))
+        return jnp.broadcast_to(nanstd(grouped), (grouped.size,))
     raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
 
 
 def group_advantages(
-    rewards: Float[Array, "B"], num_generations: int, scale: Scale = "group"
+    rewards: Float[Array, "B"],
+    num_generations: int,
+    scale: Scale = "group",
+    epsilon: float = STD_EPS,
 ) -> Float[Array, "B"]:
-    """A_b = (r_b − mean_group) / (σ_b + 1e-4), or without the division for scale="none".
+    """A_b = (r_b − μ_b) / (σ_b + ε), or r_b − μ_b for scale="none"; 0 where that is NaN.
 
-    rewards: [P·G] weighted rewards (see `weighted_reward_sum`), groups contiguous.
+    rewards: [P·G] weighted rewards (see `weighted_reward_sum`), groups contiguous; NaN marks
+      an unscorable completion (left out of its group's mean and std, advantage 0).
     scale: "group" (GRPO, Open-RS), "batch" (TRL scale_rewards="batch"), "none" (Dr. GRPO).
+    epsilon: added to the std before dividing (TRL: 1e-4; `grpo.advantage_epsilon`).
     """
+    if epsilon < 0:
+        raise ValueError(f"epsilon must be >= 0, got {epsilon}")
     grouped = _grouped(rewards, num_generations)
-    centred = (grouped - grouped.mean(axis=1, keepdims=True)).reshape(-1)  # [B]
+    centred = (grouped - jnp.nanmean(grouped, axis=1, keepdims=True)).reshape(-1)  # [B]
     std = _std_per_row(rewards, num_generations, scale)
-    if scale == "none":
-        return centred
-    return centred / (std + STD_EPS)
+    advantages = centred if scale == "none" else centred / (std + epsilon)
+    return jnp.nan_to_num(advantages, nan=0.0)  # as TRL: also ±inf -> ±float max
+
+
+def zero_std_rows(
+    rewards: Float[Array, "B"], num_generations: int, scale: Scale = "group"
+) -> Bool[Array, "B"]:
+    """Rows whose σ_b is 0 (torch.isclose's default tolerance, |σ| ≤ 1e-8): no signal.
+
+    A NaN σ (fewer than two scorable rows) is not "zero", as in TRL's `is_std_zero`.
+    """
+    return jnp.abs(_std_per_row(rewards, num_generations, scale)) <= 1e-8
 
 
 def reward_stats(
     rewards: Float[Array, "B"], num_generations: int, scale: Scale = "group"
 ) -> dict[str, Float[Array, ""]]:
-    """TRL's reward metrics for one batch.
+    """Reward metrics for one batch, unscorable (NaN) rows left out as TRL ≥ 1.6 leaves them.
 
-    reward: mean of r; reward_std: mean over rows of σ_b (group std, or the batch std for
-    scale="batch"); frac_reward_zero_std: fraction of rows whose σ_b is 0 (torch.isclose
-    with its default tolerances: |σ| ≤ 1e-8), i.e. rows whose group carries no signal.
+    reward: mean of r over scorable rows; reward_std: mean of σ_b over the rows where it is
+    defined (TRL 0.16's definition, the group std averaged; TRL ≥ 1.6 logs the batch std
+    instead); frac_reward_zero_std: fraction of all rows whose σ_b is 0 (`zero_std_rows`).
     """
     rewards = jnp.asarray(rewards, jnp.float32)
     std = _std_per_row(rewards, num_generations, scale)
     return {
-        "reward": rewards.mean(),
-        "reward_std": std.mean(),
-        "frac_reward_zero_std": (jnp.abs(std) <= 1e-8).astype(jnp.float32).mean(),
+        "reward": jnp.nanmean(rewards),
+        "reward_std": jnp.nanmean(std),
+        "frac_reward_zero_std": zero_std_rows(rewards, num_generations, scale).astype(jnp.float32).mean(),
     }

@@ -6,9 +6,13 @@ Layer L0 (plain Python + numpy, never imports JAX).
     per_reward, total = combine_rewards([get_reward("format"), fn], [1.0, 2.0],
                                         completions, solution=solutions)
 
-`combine_rewards` reproduces TRL's GRPOTrainer: a reward may return None for a sample it does
-not apply to; None becomes NaN in the [B, R] matrix, and the total is
-`nansum(rewards_per_func * weights, axis=1)` (`torch.nansum`, so an all-NaN row sums to 0).
+`combine_rewards` reproduces TRL's GRPOTrainer (≥ 1.6): a reward may return None for a sample
+it does not apply to; None becomes NaN in the [B, R] matrix, and the total is
+`nansum(rewards_per_func * weights, axis=1)` over the rewards that answered. A completion
+for which every reward answered None is unscorable: its total is NaN (not nansum's 0), and
+`openrs_jax.grpo.group_advantages` leaves it out of its group's mean and std and gives it
+advantage 0 (TRL huggingface/trl#5902). TRL 0.16.0 to 1.5 summed such a row to 0 and counted
+it in the baseline; no Open-RS reward ever answers None, so the recipes are unaffected.
 """
 
 from __future__ import annotations
@@ -106,7 +110,8 @@ def combine_rewards(
 
     Returns:
       per_reward: float64 [B, R], NaN where a reward returned None.
-      total: float64 [B], sum_r w_r * per_reward[:, r] skipping NaN (0.0 if all are NaN).
+      total: float64 [B], sum_r w_r * per_reward[:, r] skipping NaN; NaN where every reward
+        returned None (an unscorable completion: see the module docstring).
     """
     fns = [_as_fn(r) for r in rewards]
     weights = [1.0] * len(fns) if weights is None else [float(w) for w in weights]
@@ -122,4 +127,5 @@ def combine_rewards(
             )
         per_reward[:, r] = [math.nan if v is None else float(v) for v in values]
     total = np.nansum(per_reward * np.asarray(weights, dtype=np.float64)[None, :], axis=1)
+    total[np.isnan(per_reward).all(axis=1)] = np.nan  # unscorable: TRL >= 1.6
     return per_reward, total

@@ -20,7 +20,8 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import dataclasses
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +42,6 @@ from openrs_jax.trainer.step import build_train_batch, round_up
 # <= 3584) C takes at most 7 values and T - C at most 3, against 112 (prompt, completion)
 # pairs with 128-token buckets of each.
 LENGTH_BUCKET = 512
-MAX_DYNAMIC_SAMPLING_ROUNDS = 3
 _SCORER: concurrent.futures.ThreadPoolExecutor | None = None
 
 
@@ -74,16 +74,21 @@ class Experience:
     step: int
     examples: list[dict]
     batch: RolloutBatch
-    scores: Scores | concurrent.futures.Future
+    scores: Scores | concurrent.futures.Future | Callable[[], Scores]
     data: dict[str, Any]
     policy_step: int
     times: dict[str, float] = dataclasses.field(default_factory=dict)
     dropped: int = 0
     advantages: np.ndarray | None = None  # [B], set by `learn`
+    truncated: np.ndarray | None = None  # [B] bool: cut at the length limit, set by `learn`
 
     def wait_scores(self) -> Scores:
+        """The rewards: awaited (scored in a background thread) or computed now, in the calling
+        thread (deferred: rewards that must run in the main thread)."""
         if isinstance(self.scores, concurrent.futures.Future):
             self.scores = self.scores.result()
+        elif callable(self.scores):
+            self.scores = self.scores()
         return self.scores
 
 
@@ -179,13 +184,18 @@ def collect(run: Run, step: int, cursor: dict[str, Any], policy_step: int) -> Ex
     with timer("rollout"):
         batch = sample(run, step, examples)
     if not cfg.grpo.drop_zero_std_groups:
-        future = _scorer().submit(score, run, examples, batch)
-        return Experience(step, examples, batch, future, run.data.state_dict(), policy_step, timer.times)
+        if cfg.rewards.num_workers > 0:
+            scores = _scorer().submit(score, run, examples, batch)
+        else:
+            # In-process rewards may need the main thread (math-verify 0.5.2 sets its timeouts
+            # with signals): scored when the trainer waits for them, in its own thread.
+            scores = functools.partial(score, run, examples, batch)
+        return Experience(step, examples, batch, scores, run.data.state_dict(), policy_step, timer.times)
     # DAPO dynamic sampling: the groups need their rewards to be picked.
     with timer("rewards"):
         parts = [(examples, batch, score(run, examples, batch))]
-    for _ in range(MAX_DYNAMIC_SAMPLING_ROUNDS):
-        if sum(int((s.total.reshape(-1, g).std(1) > 0).sum()) for *_, s in parts) >= p:
+    for _ in range(grpo.MAX_DYNAMIC_SAMPLING_ROUNDS):
+        if grpo.enough_signal([s.total for *_, s in parts], p, g):
             break
         more = run.data.next_batch(p)
         with timer("rollout"):
@@ -197,15 +207,10 @@ def collect(run: Run, step: int, cursor: dict[str, Any], policy_step: int) -> Ex
 
 
 def select_groups(parts: list[tuple[list[dict], RolloutBatch, Scores]], p: int, g: int):
-    """DAPO dynamic sampling: the first P groups whose rewards are not all equal, topped up with
-    zero-std groups when the extra rounds did not find enough. Returns (examples, batch,
-    scores, completions dropped)."""
-    chosen, fallback = [], []
-    for pi, (examples, _, scores) in enumerate(parts):
-        for gi in range(len(examples)):
-            (chosen if scores.total[gi * g : (gi + 1) * g].std() > 0 else fallback).append((pi, gi))
-    sel = (chosen + fallback)[:p]
-    dropped = sum(len(ex) for ex, *_ in parts) * g - p * g
+    """DAPO dynamic sampling: the groups `grpo.select_groups` picks (the first P with signal,
+    topped up with zero-std ones), gathered into one batch. Returns (examples, batch, scores,
+    completions dropped)."""
+    sel, dropped = grpo.select_groups([s.total for *_, s in parts], p, g)
     width = max(parts[pi][1].completion_ids.shape[1] for pi, _ in sel)
 
     def rows(pi, gi, arr):
@@ -268,8 +273,9 @@ def learn(run: Run, state: TrainState, exp: Experience, timer: PhaseTimer) -> tu
         scores = exp.wait_scores()
     # 6. Group advantages.
     advantages = np.asarray(grpo.group_advantages(jnp.asarray(scores.total, jnp.float32), g,
-                                                  scale=cfg.grpo.scale_rewards))
+                                                  scale=cfg.grpo.scale_rewards, epsilon=cfg.grpo.advantage_epsilon))
     exp.advantages = advantages
+    exp.truncated = truncated
     with timer("reference"):  # the part of the reference pass the rewards did not hide
         jax.block_until_ready(train_batch)
     train_batch = dataclasses.replace(train_batch, advantages=jax.device_put(advantages, shardings.advantages))

@@ -170,7 +170,8 @@ class AsyncSchedule(Schedule):
                 timer = PhaseTimer()
                 self._take_weights(timer)
                 exp = collect(self.run, step, cursor, policy_step=self._engine_step)
-                exp.wait_scores()
+                if isinstance(exp.scores, concurrent.futures.Future):
+                    exp.wait_scores()  # (deferred in-process rewards are scored by the trainer thread)
                 with timer("idle"):  # the queue is full: the sampler waits for the trainer
                     while not self._stop.is_set():
                         try:

@@ -152,18 +152,13 @@ def build_model(cfg: RunConfig, mesh: jax.sharding.Mesh) -> Qwen2:
 
 
 def eos_and_pad(tokenizer, model_cfg: ModelConfig) -> tuple[list[int], int]:
-    """EOS ids (tokenizer's and the model config's) and the pad id (pad, else EOS)."""
-    eos = []
-    if tokenizer.eos_token_id is not None:
-        eos.append(int(tokenizer.eos_token_id))
-    cfg_eos = model_cfg.eos_token_id
-    for t in cfg_eos if isinstance(cfg_eos, list) else [cfg_eos]:
-        if t is not None and int(t) not in eos:
-            eos.append(int(t))
-    if not eos:
-        raise ConfigError("neither the tokenizer nor the model config defines an EOS token")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    return eos, int(pad)
+    """EOS ids and the pad id by the one rule of `openrs_jax.data.eos_and_pad`."""
+    from openrs_jax.data import eos_and_pad as rule
+
+    try:
+        return rule(tokenizer, model_cfg.eos_token_id)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def build_rewards(cfg: RunConfig) -> Rewards:

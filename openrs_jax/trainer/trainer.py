@@ -242,7 +242,7 @@ class Trainer:
         names = self.run_parts.rewards.names
         for i, text in enumerate(scores.texts):
             row = {"step": step, "prompt": exp.examples[i // g].get("prompt_text", ""), "completion": text,
-                   "advantage": float(advantages[i])}
+                   "advantage": float(advantages[i]), "truncated": bool(exp.truncated[i])}
             for r, name in enumerate(names):
                 value = scores.per_reward[i, r]
                 row[f"rewards/{name}"] = None if math.isnan(value) else float(value)

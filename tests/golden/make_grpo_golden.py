@@ -8,7 +8,9 @@ v1.16):
 - `selective_log_softmax` (float path: gather − logsumexp) after `logits / temperature`, and
   `entropy_from_logits` (−Σ exp(logp)·logp, 128-row chunks);
 - the reward sum and advantages of `_generate_and_score_completions` (`nansum` over weighted
-  reward functions; group mean; unbiased std per group or over the batch; + 1e-4);
+  reward functions, NaN for a row where every function answered None; group `nanmean`;
+  `nanstd` per group or over the batch; + 1e-4; `nan_to_num`), also on inputs with such
+  unscorable rows;
 - the vLLM importance-sampling ratio of `_generate_and_score_completions`;
 - `_compute_loss` (token/sequence importance ratios, clipped surrogate, IS weight, β·k3, the
   grpo / bnpo / dr_grpo / dapo aggregations and the clip / kl / entropy metrics);
@@ -58,21 +60,42 @@ def entropy_from_logits(logits, chunk_size=128):
     return torch.cat(out).reshape(shape)
 
 
+def trl_nanstd(tensor, dim=None):
+    """trl/trainer/utils.py `nanstd`: unbiased std of the non-NaN entries, NaN below two."""
+    mean = torch.nanmean(tensor, dim=dim, keepdim=True)
+    variance = torch.nanmean((tensor - mean) ** 2, dim=dim, keepdim=True)
+    count = torch.sum(~torch.isnan(tensor), dim=dim, keepdim=True)
+    correction = count / (count - 1)
+    correction = torch.where(count > 1, correction, torch.full_like(correction, float("nan")))
+    std = torch.sqrt(variance * correction)
+    return std.squeeze() if dim is None else std.squeeze(dim)
+
+
+def trl_rewards(rewards_per_func, weights):
+    """`_generate_and_score_completions` (TRL >= 1.6): nansum, NaN for unscorable rows."""
+    unscorable = torch.isnan(rewards_per_func).all(dim=1)
+    rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+    rewards[unscorable] = torch.nan
+    return rewards
+
+
 def trl_advantages(rewards, num_generations, scale_rewards):
-    mean_grouped = rewards.view(-1, num_generations).mean(dim=1)
+    """TRL >= 1.6, multi_objective_aggregation="sum_then_normalize" (the default)."""
+    mean_grouped = torch.nanmean(rewards.view(-1, num_generations), dim=1)
     mean_grouped = mean_grouped.repeat_interleave(num_generations, dim=0)
-    advantages = rewards - mean_grouped
     if scale_rewards in ["group", "none"]:
-        std = rewards.view(-1, num_generations).std(dim=1)
+        std = trl_nanstd(rewards.view(-1, num_generations), dim=1)
         std = std.repeat_interleave(num_generations, dim=0)
     elif scale_rewards == "batch":
-        std = rewards.std().expand_as(rewards)
-    is_std_zero = torch.isclose(std, torch.zeros_like(std))
+        std = trl_nanstd(rewards).expand_as(rewards)
+    advantages = rewards - mean_grouped
     if scale_rewards != "none":
         advantages = advantages / (std + 1e-4)
+    is_std_zero = torch.isclose(std, torch.zeros_like(std))
+    advantages = torch.nan_to_num(advantages, nan=0.0)
     stats = {
-        "reward": mean_grouped.mean().item(),
-        "reward_std": std.mean().item(),
+        "reward": torch.nanmean(rewards).item(),  # TRL >= 1.6: unscorable rows left out
+        "reward_std": torch.nanmean(std).item(),  # TRL 0.16's definition (group std averaged)
         "frac_reward_zero_std": is_std_zero.double().mean().item(),
     }
     return advantages, stats
@@ -196,7 +219,15 @@ def make_inputs():
     sampling = f32(old + 0.2 * rng.standard_normal((B, T)))
     sampling[0, 2] = np.nan  # a missing sampler log-prob inside the mask
     sampling[1, 5] = np.nan  # and one in the padding
+    # Unscorable rows (every reward None): one in group 0, three of four in group 1 (so its std
+    # is undefined), all of group 2. Drawn after everything else: the other inputs stay as they were.
+    unscorable = f32(rng.uniform(-0.5, 1.0, (B, 2)))
+    unscorable[1] = np.nan
+    unscorable[3, 0] = np.nan  # partly None: still scorable
+    unscorable[4:7] = np.nan
+    unscorable[8:12] = np.nan
     return dict(
+        rewards_per_func_unscorable=unscorable,
         logits=logits,
         targets=targets,
         mask=mask,
@@ -303,15 +334,19 @@ def main():
     data = make_inputs()
     logits_t = torch.tensor(data["logits"])
     targets_t = torch.tensor(data["targets"])
-    rewards = (
-        torch.tensor(data["rewards_per_func"]) * torch.tensor(data["reward_weights"]).unsqueeze(0)
-    ).nansum(dim=1)
+    rewards = trl_rewards(torch.tensor(data["rewards_per_func"]), torch.tensor(data["reward_weights"]))
+    rewards_unscorable = trl_rewards(
+        torch.tensor(data["rewards_per_func_unscorable"]), torch.tensor(data["reward_weights"])
+    )
     golden = {
         "shapes": {"P": P, "G": G, "T": T, "V": V},
         "inputs": {k: np.asarray(v).tolist() for k, v in data.items()},
         "rewards": rewards.numpy().tolist(),
         "advantages": {},
         "reward_stats": {},
+        "rewards_unscorable": rewards_unscorable.numpy().tolist(),
+        "advantages_unscorable": {},
+        "reward_stats_unscorable": {},
         "logps": {},
         "entropy": {},
         "kl": (
@@ -327,6 +362,9 @@ def main():
         adv, stats = trl_advantages(rewards, G, scale)
         golden["advantages"][scale] = adv.numpy().tolist()
         golden["reward_stats"][scale] = stats
+        adv, stats = trl_advantages(rewards_unscorable, G, scale)
+        golden["advantages_unscorable"][scale] = adv.numpy().tolist()
+        golden["reward_stats_unscorable"][scale] = stats
     for temp in [1.0, 0.7]:
         key = str(temp)
         golden["logps"][key] = selective_log_softmax(logits_t, targets_t, temp).numpy().tolist()

@@ -27,9 +27,34 @@ def test_single_generation_has_zero_std():
     np.testing.assert_allclose(adv, 0.0)
 
 
-def test_all_none_rewards_sum_to_zero():
+def test_all_none_rewards_are_unscorable():
     r = weighted_reward_sum(jnp.array([[jnp.nan, jnp.nan], [1.0, jnp.nan]]), jnp.array([1.0, 2.0]))
-    np.testing.assert_allclose(r, [0.0, 1.0])
+    np.testing.assert_allclose(r, [np.nan, 1.0])
+
+
+def test_an_unscorable_row_does_not_move_the_baseline():
+    # Group [1, 0, NaN]: the baseline is mean(1, 0) = 0.5 and the std that of (1, 0); counting
+    # the NaN as 0 (TRL < 1.6) would give mean 1/3 and different advantages.
+    rewards = jnp.array([1.0, 0.0, jnp.nan])
+    adv = np.asarray(group_advantages(rewards, 3))
+    s = np.std([1.0, 0.0], ddof=1)
+    np.testing.assert_allclose(adv, [0.5 / (s + 1e-4), -0.5 / (s + 1e-4), 0.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", ["group", "batch"])
+def test_epsilon_is_the_one_added_to_the_std(scale):
+    rewards = jnp.array([0.0, 1.0, 3.0, 1.0, 5.0, 2.0])
+    r = np.asarray(rewards).reshape(2, 3)
+    std = r.std(1, ddof=1)[:, None] if scale == "group" else r.std(ddof=1)
+    for eps in (0.0, 1e-4, 0.5):
+        np.testing.assert_allclose(
+            np.asarray(group_advantages(rewards, 3, scale, epsilon=eps)).reshape(2, 3),
+            (r - r.mean(1, keepdims=True)) / (std + eps), rtol=1e-6,
+        )
+    # epsilon 0 and a zero-std group: 0/0 is no signal, not NaN (TRL's nan_to_num)
+    np.testing.assert_array_equal(group_advantages(jnp.ones(3), 3, scale, epsilon=0.0), 0.0)
+    with pytest.raises(ValueError, match="epsilon"):
+        group_advantages(rewards, 3, scale, epsilon=-1.0)
 
 
 def test_bad_arguments_are_named():

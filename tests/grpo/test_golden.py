@@ -55,6 +55,26 @@ def test_advantages_and_reward_stats(scale):
         np.testing.assert_allclose(stats[name], want, err_msg=name, **TOL)
 
 
+def test_unscorable_rows_are_nan_in_the_reward_sum():
+    per_func = _f32(INPUTS["rewards_per_func_unscorable"])
+    rewards = weighted_reward_sum(per_func, _f32(INPUTS["reward_weights"]))
+    np.testing.assert_allclose(rewards, GOLDEN["rewards_unscorable"], equal_nan=True, **TOL)
+    assert np.isnan(rewards).sum() == 8  # rows 1, 4-6, 8-11; row 3 is only partly None
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_unscorable_rows_leave_the_baseline_and_get_zero_advantage(scale):
+    """TRL >= 1.6: an all-None row is out of its group's mean and std, advantage 0; a group with
+    fewer than two scorable rows has no std, so all its advantages are 0."""
+    rewards = _f32(GOLDEN["rewards_unscorable"])
+    adv = group_advantages(rewards, G, scale)
+    np.testing.assert_allclose(adv, GOLDEN["advantages_unscorable"][scale], **TOL)
+    assert np.all(np.asarray(adv)[[1, 4, 5, 6, 7, 8, 9, 10, 11]] == 0.0)
+    stats = reward_stats(rewards, G, scale)
+    for name, want in GOLDEN["reward_stats_unscorable"][scale].items():
+        np.testing.assert_allclose(stats[name], want, err_msg=name, **TOL)
+
+
 @pytest.mark.parametrize("temperature", ["1.0", "0.7"])
 def test_logprobs_and_entropy(temperature):
     temp = float(temperature)

@@ -190,3 +190,27 @@ def test_inline_mode_uses_math_verify_alarms_in_the_main_thread(monkeypatch):
     # The unbounded computation is cut by math-verify's 1 s alarms (armed, then cleared with 0).
     assert acc([ADVERSARIAL["tower"]], solution=[GOLD]) == [0.0]
     assert armed and set(armed) == {1, 0}
+
+
+def test_inline_verification_off_the_main_thread_is_right_or_refuses():
+    # math-verify 0.5.2 (the pin) can only set its signal timeouts from the main thread; it
+    # would then silently read nothing (accuracy 0.0). We refuse instead; 0.9 just works.
+    import threading
+
+    out = {}
+
+    def run():
+        try:
+            out["r"] = get_reward("accuracy", workers=0)(["$\\boxed{1}$"], solution=["$1$"])
+        except RuntimeError as e:
+            out["r"] = str(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert out["r"] == [1.0] or "main thread" in out["r"], out
+
+
+def test_no_timeout_is_accepted_by_every_pinned_math_verify():
+    acc = get_reward("accuracy", workers=0, parse_timeout_s=None, verify_timeout_s=None)
+    assert acc(["$\\boxed{\\frac{1}{2}}$", "$\\boxed{3}$"], solution=["$0.5$", "$4$"]) == [1.0, 0.0]

@@ -93,9 +93,13 @@ def test_combine_rewards_is_trl_nansum():
     assert reward_name(_sometimes_none) == "_sometimes_none" and reward_name("format") == "format"
 
 
-def test_combine_rewards_all_none_row_sums_to_zero_and_default_weights():
-    per_reward, total = combine_rewards([_sometimes_none], None, ["skip"])
-    assert math.isnan(per_reward[0, 0]) and total.tolist() == [0.0]
+def test_combine_rewards_all_none_row_is_unscorable_and_default_weights():
+    # TRL >= 1.6: a row where every reward answered None is NaN (not nansum's 0), so that the
+    # advantages leave it out of the baseline (tests/grpo/test_golden.py checks that part).
+    per_reward, total = combine_rewards([_sometimes_none], None, ["skip", "take"])
+    assert math.isnan(per_reward[0, 0]) and math.isnan(total[0]) and total[1] == 0.5
+    per_reward, total = combine_rewards([_sometimes_none, _sometimes_none], [1.0, 3.0], ["skip", "take"])
+    assert math.isnan(total[0]) and total[1] == 2.0
 
 
 def test_combine_rewards_open_rs_exp3():
