@@ -8,7 +8,7 @@ import jax
 from flax import nnx
 
 from openrs_jax import sharding as shd
-from openrs_jax.model.attention import KVCache, LayerCache
+from openrs_jax.model.attention import AttentionOp, CacheView, KVCache, LayerCache
 from openrs_jax.model.config import (
     ModelConfig,
     PRESETS,
@@ -20,6 +20,8 @@ from openrs_jax.model.config import (
 from openrs_jax.model.qwen2 import DecoderLayer, Qwen2
 
 __all__ = [
+    "AttentionOp",
+    "CacheView",
     "KVCache",
     "LayerCache",
     "ModelConfig",

@@ -6,6 +6,8 @@ table in `openrs_jax.sharding` maps them to mesh axes. No module here knows HF n
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -40,19 +42,27 @@ class RMSNorm(nnx.Module):
         return self.scale[...].astype(x.dtype) * y
 
 
-def rope_cos_sin(positions: Int[Array, "B T"], head_dim: int, theta: float, dtype) -> tuple[Array, Array]:
+class Rope(NamedTuple):
+    """Rotary embedding tables of one forward, computed once from the positions and shared by
+    every layer: cos, sin [B, T, H]."""
+
+    cos: Float[Array, "B T H"]
+    sin: Float[Array, "B T H"]
+
+
+def rope_cos_sin(positions: Int[Array, "B T"], head_dim: int, theta: float, dtype) -> Rope:
     """cos, sin [B, T, H] for rotate-half RoPE (HF layout: frequencies repeated twice)."""
     inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
     freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, H/2]
     emb = jnp.concatenate([freqs, freqs], axis=-1)  # [B, T, H]
-    return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
+    return Rope(jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype))
 
 
-def apply_rope(x: Float[Array, "B T N H"], cos: Array, sin: Array) -> Float[Array, "B T N H"]:
+def apply_rope(x: Float[Array, "B T N H"], rope: Rope) -> Float[Array, "B T N H"]:
     """x·cos + rotate_half(x)·sin with rotate_half(x) = [-x₂, x₁]."""
     h = x.shape[-1] // 2
     rotated = jnp.concatenate([-x[..., h:], x[..., :h]], axis=-1)
-    return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+    return x * rope.cos[:, :, None, :] + rotated * rope.sin[:, :, None, :]
 
 
 class MLP(nnx.Module):
