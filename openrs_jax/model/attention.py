@@ -10,7 +10,7 @@ which sampler runs it:
   on NVIDIA GPUs, for training and scoring forwards.
 - `openrs_jax.model.decode_attention.decode_attention_op`: the fused decode kernel (one query
   token per row, valid slots given as a range per row) for the sampler's decode steps on GPUs
-  (`Qwen2.forward_cached(decode_impl="pallas")`).
+  (`CausalLM.forward_cached(decode_impl="pallas")`).
 
 A layer sees the KV cache through a `CacheView` (its buffers and the slot where the new
 tokens go) and returns its updated `LayerCache`.

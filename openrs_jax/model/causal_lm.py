@@ -1,4 +1,5 @@
-"""The Qwen2 decoder in Flax NNX (DeepSeek-R1-Distill-Qwen, Qwen2.5).
+"""The decoder-only causal LM in Flax NNX: Qwen2 (DeepSeek-R1-Distill-Qwen, Qwen2.5), Llama
+(Llama 3.x, SmolLM2) and Qwen3, one module with the switches of `ModelConfig`.
 
     tokens [B, T] ─embed─► x [B, T, D] ─(L × DecoderLayer)─► RMSNorm ─lm_head─► logits [B, T, V]
     DecoderLayer: x += Attention(RMSNorm(x)); x += MLP(RMSNorm(x))
@@ -53,8 +54,9 @@ class DecoderLayer(nnx.Module):
         return x, new_cache
 
 
-class Qwen2(nnx.Module):
-    """Qwen2ForCausalLM. `Qwen2(cfg, rngs=nnx.Rngs(0))` initialises randomly;
+class CausalLM(nnx.Module):
+    """Qwen2/Llama/Qwen3ForCausalLM (`cfg.architecture`). `CausalLM(cfg, rngs=nnx.Rngs(0))`
+    initialises randomly;
     `openrs_jax.weights.load_hf` loads HF weights; `openrs_jax.model.create_sharded` builds
     it directly into a device mesh."""
 
