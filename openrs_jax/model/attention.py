@@ -1,4 +1,5 @@
-"""Grouped-query attention with qkv bias, RoPE and an optional KV cache.
+"""Grouped-query attention with RoPE, optional q/k/v/o biases and per-head q/k RMSNorm (the
+switches of `ModelConfig`), and an optional KV cache.
 
 The attention operation (`AttentionOp`: q, k, v → output, with its mask bound) is chosen once
 per forward by the model and applied by every layer, so a layer never knows which kernel or
@@ -26,7 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
-from openrs_jax.model.layers import Rope, apply_rope, param
+from openrs_jax.model.layers import RMSNorm, Rope, apply_rope, param
 
 # Finite "minus infinity": a fully masked row (a padding query) then gives a uniform
 # distribution instead of NaN, and its output is ignored downstream.
@@ -153,20 +154,29 @@ def cudnn_op(mask: Bool[Array, "B T S"] | None) -> AttentionOp:
 
 
 class Attention(nnx.Module):
+    """q, k, v projections (+ bias when `cfg.qkv_bias`), per-head RMSNorm of q and k before
+    RoPE when `cfg.qk_norm` (Qwen3), the attention operation, the output projection (+ bias
+    when `cfg.o_bias`)."""
+
     def __init__(self, cfg, *, dtype, param_dtype, rngs: nnx.Rngs | None):
         d, n, k, h = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
-        self.rope_theta = cfg.rope_theta
         self.dtype = dtype
         # Projections are stored as [D, N·H] (heads flattened) so tensor parallelism shards the
         # flattened dimension and the HF mapping is a plain transpose.
         self.q_proj = param(rngs, (d, n * h), ("embed", "q_heads"), param_dtype)
-        self.q_bias = param(rngs, (n * h,), ("q_heads",), param_dtype, init="zeros")
         self.k_proj = param(rngs, (d, k * h), ("embed", "kv_heads"), param_dtype)
-        self.k_bias = param(rngs, (k * h,), ("kv_heads",), param_dtype, init="zeros")
         self.v_proj = param(rngs, (d, k * h), ("embed", "kv_heads"), param_dtype)
-        self.v_bias = param(rngs, (k * h,), ("kv_heads",), param_dtype, init="zeros")
         self.o_proj = param(rngs, (n * h, d), ("q_heads", "embed"), param_dtype)
+        if cfg.qkv_bias:
+            self.q_bias = param(rngs, (n * h,), ("q_heads",), param_dtype, init="zeros")
+            self.k_bias = param(rngs, (k * h,), ("kv_heads",), param_dtype, init="zeros")
+            self.v_bias = param(rngs, (k * h,), ("kv_heads",), param_dtype, init="zeros")
+        if cfg.o_bias:
+            self.o_bias = param(rngs, (d,), ("norm",), param_dtype, init="zeros")
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(h, cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
+            self.k_norm = RMSNorm(h, cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(
         self,
@@ -181,13 +191,16 @@ class Attention(nnx.Module):
         dt = self.dtype
         n, kvh, h = self.num_heads, self.num_kv_heads, self.head_dim
 
-        def proj(w, bias, heads):
-            y = jnp.einsum("btd,de->bte", x, w[...].astype(dt)) + bias[...].astype(dt)
+        def proj(name, heads):  # [B, T, heads, H]
+            y = jnp.einsum("btd,de->bte", x, getattr(self, f"{name}_proj")[...].astype(dt))
+            if hasattr(self, f"{name}_bias"):
+                y = y + getattr(self, f"{name}_bias")[...].astype(dt)
             return y.reshape(b, t, heads, h)
 
-        q = apply_rope(proj(self.q_proj, self.q_bias, n), rope)  # [B, T, N, H]
-        k = apply_rope(proj(self.k_proj, self.k_bias, kvh), rope)  # [B, T, K, H]
-        v = proj(self.v_proj, self.v_bias, kvh)
+        q, k, v = proj("q", n), proj("k", kvh), proj("v", kvh)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)  # [B, T, N, H], [B, T, K, H]
 
         if cache is None:
             new_cache = None
@@ -196,4 +209,6 @@ class Attention(nnx.Module):
             new_cache = cache.write(k, v)
             out = attend(q, new_cache.k, new_cache.v)
         out = jnp.einsum("bte,ed->btd", out.reshape(b, t, n * h), self.o_proj[...].astype(dt))
+        if hasattr(self, "o_bias"):
+            out = out + self.o_bias[...].astype(dt)
         return out, new_cache

@@ -23,7 +23,7 @@ from openrs_jax import sharding as shd
 from openrs_jax.model.attention import Attention, AttentionOp, CacheView, KVCache, LayerCache, cudnn_op, xla_op
 from openrs_jax.model.config import ModelConfig
 from openrs_jax.model.decode_attention import decode_attention_op
-from openrs_jax.model.layers import MLP, RMSNorm, Rope, param, rope_cos_sin
+from openrs_jax.model.layers import MLP, RMSNorm, Rope, param, rope_cos_sin, rope_inv_freq
 
 _REMAT_POLICIES = {
     "full": None,  # save nothing: recompute the whole layer
@@ -95,6 +95,12 @@ class CausalLM(nnx.Module):
             impl = "cudnn" if fused_ok else "xla"
         return impl
 
+    def rope(self, positions: Int[Array, "B T"]) -> Rope:
+        """The rotary tables of one forward (with the config's RoPE scaling)."""
+        cfg = self.config
+        inv_freq = rope_inv_freq(cfg.resolved_head_dim, cfg.rope_theta, cfg.rope_scaling)
+        return rope_cos_sin(positions, inv_freq, self.dtype)
+
     def lm_head_weight(self) -> Float[Array, "D V"]:
         """The output projection as [D, V] (the transposed embedding when tied)."""
         if self.config.tie_word_embeddings:
@@ -128,7 +134,7 @@ class CausalLM(nnx.Module):
         else:
             mask = causal[None] & (attention_mask[:, None, :] != 0)
         make_op = cudnn_op if impl == "cudnn" else xla_op
-        rope = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta, self.dtype)
+        rope = self.rope(positions)
         x = self._constrain(self.embed_tokens(tokens), "batch", "seq", None)
         for layer in self.layers:
             if cfg.remat == "none":
@@ -194,7 +200,6 @@ class CausalLM(nnx.Module):
         (the sampler). Prefill (T > 1) always runs the XLA path.
         """
         b, t = tokens.shape
-        cfg = self.config
         if decode_impl not in ("xla", "pallas"):
             raise ValueError(f"decode_impl must be 'xla' or 'pallas', got {decode_impl!r}")
         index = cache.index
@@ -206,7 +211,7 @@ class CausalLM(nnx.Module):
             q_slots = index + jnp.arange(t)[:, None]  # [T, 1]
             k_slots = jnp.arange(s)[None, :]  # [1, S]
             attend = xla_op((k_slots <= q_slots)[None] & valid[:, None, :s], read_len=s)  # mask [B, T, S]
-        rope = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta, self.dtype)
+        rope = self.rope(positions)
         x = self._constrain(self.embed_tokens(tokens), "batch", "seq", None)
         new_layers = []
         for layer, lc in zip(self.layers, cache.layers):

@@ -59,9 +59,8 @@ def eos_and_pad(tokenizer, model_cfg: ModelConfig) -> tuple[list[int], int]:
     eos = []
     if tokenizer.eos_token_id is not None:
         eos.append(int(tokenizer.eos_token_id))
-    cfg_eos = model_cfg.eos_token_id
-    for t in cfg_eos if isinstance(cfg_eos, list) else [cfg_eos]:
-        if t is not None and int(t) not in eos:
+    for t in model_cfg.eos_token_ids:
+        if int(t) not in eos:
             eos.append(int(t))
     if not eos:
         raise ConfigError("neither the tokenizer nor the model config defines an EOS token")

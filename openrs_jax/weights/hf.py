@@ -25,7 +25,7 @@ from safetensors.numpy import save_file
 
 from openrs_jax import _compat
 from openrs_jax import sharding as shd
-from openrs_jax.model import ModelConfig, Qwen2, abstract_model
+from openrs_jax.model import CausalLM, ModelConfig, abstract_model
 from openrs_jax.weights import keys
 
 SAFE_INDEX = "model.safetensors.index.json"
@@ -100,8 +100,9 @@ def load_hf(
     rules: Mapping[str, Any] | None = None,
     param_dtype: Any = None,
     **config_overrides: Any,
-) -> Qwen2:
-    """Loads an HF Qwen2 directory into the NNX model.
+) -> CausalLM:
+    """Loads an HF Qwen2, Llama or Qwen3 directory (chosen by its config.json's `model_type`)
+    into the NNX model.
 
     dtype: compute dtype, and parameter dtype unless `param_dtype` is given (float32 for
       parity checks; bfloat16 compute with float32 master weights for training).
@@ -159,7 +160,10 @@ def load_hf(
     )
     if unexpected:
         shown = ", ".join(unexpected[:8]) + (" …" if len(unexpected) > 8 else "")
-        raise WeightsError(f"unexpected tensors in {path} for a {cfg.num_layers}-layer Qwen2: {shown}")
+        raise WeightsError(
+            f"unexpected tensors in {path} for a {cfg.num_layers}-layer {cfg.architecture} model "
+            f"(qkv_bias={cfg.qkv_bias}, o_bias={cfg.o_bias}, qk_norm={cfg.qk_norm}): {shown}"
+        )
 
     model = nnx.merge(graphdef, _compat.from_flat_state(loaded))
     if mesh is not None:
@@ -167,7 +171,7 @@ def load_hf(
     return model
 
 
-def to_hf_state_dict(model: Qwen2, dtype: Any = None) -> dict[str, np.ndarray]:
+def to_hf_state_dict(model: CausalLM, dtype: Any = None) -> dict[str, np.ndarray]:
     """HF tensor name → host numpy array (bf16 as ml_dtypes.bfloat16), gathered from shards."""
     out = {}
     for path_t, var in _compat.flat_state(nnx.state(model, nnx.Param)):
@@ -183,7 +187,7 @@ def generation_config(cfg: ModelConfig) -> dict[str, Any]:
     """generation_config.json as DeepSeek ships R1-distill (sampling 0.6 / 0.95)."""
     return {
         "bos_token_id": cfg.bos_token_id,
-        "eos_token_id": cfg.eos_token_id,
+        "eos_token_id": list(cfg.eos_token_id) if isinstance(cfg.eos_token_id, tuple) else cfg.eos_token_id,
         "do_sample": True,
         "temperature": 0.6,
         "top_p": 0.95,
@@ -222,7 +226,7 @@ def write_safetensors(
 
 
 def save_hf(
-    model: Qwen2,
+    model: CausalLM,
     out_dir: str | os.PathLike,
     tokenizer: Any = None,
     dtype: Any = None,
