@@ -1,4 +1,5 @@
-"""Hugging Face directories in and out: `load_hf`, `save_hf`, `to_hf_state_dict`.
+"""Hugging Face directories in and out: `load_hf`, `save_hf`, `to_hf_state_dict` (GGUF files
+in through `openrs_jax.weights.gguf`).
 
 Import reads one tensor at a time from the safetensors files (memory-mapped) and places it
 straight into its sharding with `jax.make_array_from_callback`, so no device ever holds the
@@ -44,8 +45,19 @@ def _path_str(path: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in path)
 
 
-def read_hf_config(path: str | os.PathLike) -> dict[str, Any]:
+def hf_dir(path: str | os.PathLike) -> pathlib.Path:
+    """`path` itself, or for a .gguf file its dequantised HF directory (converted once and
+    cached: `openrs_jax.weights.gguf`)."""
     path = pathlib.Path(path)
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        from openrs_jax.weights.gguf import gguf_to_hf_dir  # imports this module
+
+        return gguf_to_hf_dir(path)
+    return path
+
+
+def read_hf_config(path: str | os.PathLike) -> dict[str, Any]:
+    path = hf_dir(path)
     if not path.is_dir():
         raise WeightsError(f"{path} is not a directory (expected an HF model directory with config.json)")
     cfg_file = path / "config.json"
@@ -58,7 +70,9 @@ def read_hf_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model_config(path: str | os.PathLike, **overrides: Any) -> ModelConfig:
-    """ModelConfig from an HF directory's config.json (raises on another architecture)."""
+    """ModelConfig from an HF directory's config.json, or a GGUF file's metadata (raises on
+    another architecture)."""
+    path = hf_dir(path)
     hf = read_hf_config(path)
     try:
         return ModelConfig.from_hf_config(hf, **overrides)
@@ -102,7 +116,8 @@ def load_hf(
     **config_overrides: Any,
 ) -> CausalLM:
     """Loads an HF Qwen2, Llama or Qwen3 directory (chosen by its config.json's `model_type`)
-    into the NNX model.
+    into the NNX model. A .gguf file is dequantised once into a cached HF directory first
+    (`openrs_jax.weights.gguf`).
 
     dtype: compute dtype, and parameter dtype unless `param_dtype` is given (float32 for
       parity checks; bfloat16 compute with float32 master weights for training).
@@ -110,7 +125,7 @@ def load_hf(
       `sharding.TRAIN_RULES`); without a mesh the model lives on the default device.
     config_overrides: further `ModelConfig` fields (attention_impl, remat, ...).
     """
-    path = pathlib.Path(path)
+    path = hf_dir(path)
     compute = jnp.dtype(dtype).name
     name = jnp.dtype(param_dtype or dtype).name
     cfg = load_model_config(path, dtype=compute, param_dtype=name, **config_overrides)
