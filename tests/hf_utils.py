@@ -70,6 +70,25 @@ def make_hf_qwen2(out_dir: pathlib.Path, **kwargs):
     return make_hf_model(out_dir, "qwen2", **kwargs)
 
 
+def transformers_from_gguf(path: pathlib.Path):
+    """transformers' own GGUF loading: its config mapping and `load_gguf_checkpoint` (dequantise,
+    undo llama.cpp's Llama q/k permutation). `from_pretrained(gguf_file=...)` calls the same
+    function but also requires `accelerate`, which the project does not install.
+    Returns (float32 model in eval mode, {HF name: tensor})."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    cfg = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model)["tensors"]
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    if cfg.tie_word_embeddings:
+        model.tie_weights()
+    return model, tensors
+
+
 def left_padded(rng: np.random.Generator, lengths, vocab: int):
     """Left-padded token batch: (tokens [B, T], mask [B, T], positions [B, T]) with HF's
     generate-style positions (cumsum of the mask − 1, padding at 0)."""

@@ -2,6 +2,7 @@
 
 Layer L0 (no JAX). Every loader returns a `datasets.Dataset` (rows as dicts of all columns).
     "builtin:quickstart"          -> the generated quickstart task (no file at all)
+    "builtin:arithmetic"          -> one-digit sums for real models (data/arithmetic.py)
     *.jsonl / *.json / *.parquet / *.csv file -> `datasets.load_dataset(<format>, data_files=...)`
     directory from `save_to_disk` -> `datasets.load_from_disk` (a DatasetDict picks `split`)
     other directory               -> `datasets.load_dataset(dir, split=...)`
@@ -20,8 +21,12 @@ _FILE_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv
 
 def _load_builtin(name: str, split: str):
     builtin = name[len(BUILTIN_PREFIX):]
+    if builtin == "arithmetic":
+        from openrs_jax.data.arithmetic import arithmetic_dataset
+
+        return arithmetic_dataset(split)
     if builtin != "quickstart":
-        raise ValueError(f"unknown builtin dataset {name!r}; known: 'builtin:quickstart'")
+        raise ValueError(f"unknown builtin dataset {name!r}; known: 'builtin:quickstart', 'builtin:arithmetic'")
     from openrs_jax.data.quickstart import QUICKSTART_SPLITS, quickstart_dataset
 
     if split not in QUICKSTART_SPLITS:

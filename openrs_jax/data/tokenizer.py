@@ -107,7 +107,8 @@ def load_tokenizer(path_or_name: str | os.PathLike):
 
         return build_quickstart_tokenizer()
     directory = pathlib.Path(name)
-    if directory.suffix.lower() == ".gguf" and directory.is_file():
+    if directory.suffix.lower() == ".gguf" and directory.expanduser().is_file():
+        directory = directory.expanduser()
         # A GGUF file carries its tokenizer and chat template; transformers converts them
         # (as `openrs_jax.weights.gguf` does for the directory it writes beside the weights).
         from transformers import AutoTokenizer

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_utils import make_hf_model
+from hf_utils import make_hf_model, transformers_from_gguf
 
 gguf = pytest.importorskip("gguf", reason="the optional extra openrs-jax[gguf] (pip install gguf)")
 
@@ -82,23 +82,6 @@ def write_gguf(path, ref, family: str, qtype=Q.Q8_0, extra_tensor=None, raw_type
     w.write_tensors_to_file()
     w.close()
     return path
-
-
-def transformers_from_gguf(path):
-    """transformers' own GGUF loading: its config mapping and `load_gguf_checkpoint` (dequantise,
-    undo the Llama permutation). `from_pretrained(gguf_file=...)` calls the same function but
-    also requires `accelerate`, which the project does not install."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
-
-    cfg = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
-    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model)["tensors"]
-    missing, unexpected = model.load_state_dict(tensors, strict=False)
-    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
-    if cfg.tie_word_embeddings:
-        model.tie_weights()
-    return model, tensors
 
 
 CASES = {
