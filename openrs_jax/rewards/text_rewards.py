@@ -146,7 +146,7 @@ def make_exact_match(*, answer_column: str = "answer") -> Callable[..., list[flo
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 
-def last_number(text: str) -> str | None:
+def final_number(text: str) -> str | None:
     """The last decimal number in `text` (thousands separators "," removed), or None."""
     found = _NUMBER.findall(text.replace(",", ""))
     return found[-1] if found else None
@@ -165,12 +165,12 @@ def make_last_number(*, answer_column: str = "answer") -> Callable[..., list[flo
         except ValueError:
             return False
 
-    def last_number_reward(completions, **columns) -> list[float]:
+    def last_number(completions, **columns) -> list[float]:
         texts = completion_texts(completions)
         answers = column(columns, answer_column, "last_number", len(texts))
-        return [1.0 if _equal(last_number(t), str(a).strip()) else 0.0 for t, a in zip(texts, answers)]
+        return [1.0 if _equal(final_number(t), str(a).strip()) else 0.0 for t, a in zip(texts, answers)]
 
-    return last_number_reward
+    return last_number
 
 
 # LaTeX math regions and command names are not prose: drop them before counting letters.

@@ -1,14 +1,14 @@
 """The `last_number` reward on strings."""
 
 from openrs_jax.rewards import get_reward
-from openrs_jax.rewards.text_rewards import last_number
+from openrs_jax.rewards.text_rewards import final_number
 
 
-def test_last_number_extraction():
-    assert last_number("8 + 6 = 14.") == "14"
-    assert last_number("It is 1,400 or -3") == "-3"
-    assert last_number("about 2.50") == "2.50"
-    assert last_number("no digits") is None
+def test_final_number_extraction():
+    assert final_number("8 + 6 = 14.") == "14"
+    assert final_number("It is 1,400 or -3") == "-3"
+    assert final_number("about 2.50") == "2.50"
+    assert final_number("no digits") is None
 
 
 def test_reward_scores_the_last_number():
