@@ -3,7 +3,7 @@
     python -m openrs_jax.evaluate --model DIR --benchmarks aime24,math500,amc23,minerva,olympiadbench \\
         [--samples K] [--data-dir DIR] [--engine jax|vllm] [--max-new-tokens N] [--output DIR]
 
---model is an HF directory (config.json, safetensors, tokenizer) or a training run directory
+--model is an HF directory (config.json, safetensors, tokenizer), a .gguf file, or a training run directory
 (Orbax checkpoints; `--step N`, default the latest). Benchmarks come from the hub datasets
 Open-RS used, or with --data-dir from local `<name>.jsonl` files (e.g. ../shared/data).
 Generation as in the paper: the model's chat template, no system prompt, the lighteval math
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m openrs_jax.evaluate",
         description="Evaluate a model on the Open-RS benchmarks (pass@1, avg@k, Table 1).",
     )
-    p.add_argument("--model", required=True, help="HF model directory, or a training run directory (Orbax)")
+    p.add_argument("--model", required=True, help="HF model directory, a .gguf file, or a training run directory (Orbax)")
     p.add_argument("--step", type=int, default=None, help="checkpoint step of a run directory (default: latest)")
     p.add_argument("--benchmarks", default="all",
                    help=f"comma-separated, from {', '.join(bm.BENCHMARK_ORDER)} (default: all)")
@@ -143,8 +143,12 @@ def load_model(args: argparse.Namespace, need_weights: bool) -> LoadedModel:
     from openrs_jax.data import load_tokenizer
 
     path = pathlib.Path(args.model)
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        from openrs_jax.weights import hf_dir
+
+        path = hf_dir(path)  # dequantised once into a cached HF directory
     if not path.is_dir():
-        raise SystemExit(f"openrs_jax.evaluate: --model {path} is not a directory")
+        raise SystemExit(f"openrs_jax.evaluate: --model {path} is not a directory (or a .gguf file)")
     if is_hf_dir(path):
         if args.step is not None:
             raise SystemExit(f"openrs_jax.evaluate: --step is for run directories; {path} is an HF directory")

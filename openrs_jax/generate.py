@@ -58,8 +58,9 @@ def _load(args):
         model, tokenizer, step = load_model_from_run(path, args.step, dtype=dtype)
         print(f"[generate] {path} step {step}", file=sys.stderr)
         return model, tokenizer, None
-    from openrs_jax.weights import load_hf
+    from openrs_jax.weights import hf_dir, load_hf
 
+    path = hf_dir(path)  # a .gguf file: its dequantised, cached HF directory
     tokenizer = load_tokenizer(str(path))
     if args.engine == "vllm":
         return None, tokenizer, path

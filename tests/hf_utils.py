@@ -1,4 +1,4 @@
-"""Helpers shared by tests: tiny random HF Qwen2 checkpoints built locally (no hub)."""
+"""Helpers shared by tests: tiny random HF checkpoints (Qwen2, Llama, Qwen3) built locally (no hub)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,16 @@ import pathlib
 import numpy as np
 
 
-def make_hf_qwen2(
+_FAMILIES = {  # family → (transformers config class, model class)
+    "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+    "llama": ("LlamaConfig", "LlamaForCausalLM"),
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM"),
+}
+
+
+def make_hf_model(
     out_dir: pathlib.Path,
+    family: str = "qwen2",
     *,
     vocab_size=128,
     hidden_size=64,
@@ -21,15 +29,18 @@ def make_hf_qwen2(
     seed=0,
     dtype="float32",
     head_dim=None,
+    **extra,
 ):
-    """A random `transformers.Qwen2ForCausalLM`, perturbed so biases and norms are not trivial,
-    saved to `out_dir`. Returns the torch model (eval mode, float32)."""
+    """A random transformers `<Family>ForCausalLM`, perturbed so biases and norms are not
+    trivial, saved to `out_dir`. `extra`: further config fields (attention_bias, rope_scaling,
+    ...). Returns the torch model (eval mode, float32)."""
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    import transformers
 
+    config_cls, model_cls = (getattr(transformers, n) for n in _FAMILIES[family])
     torch.manual_seed(seed)
     kwargs = {} if head_dim is None else {"head_dim": head_dim}
-    cfg = Qwen2Config(
+    cfg = config_cls(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         intermediate_size=intermediate_size,
@@ -42,8 +53,9 @@ def make_hf_qwen2(
         bos_token_id=1,
         eos_token_id=2,
         **kwargs,
+        **extra,
     )
-    model = Qwen2ForCausalLM(cfg).float().eval()
+    model = model_cls(cfg).float().eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -51,6 +63,30 @@ def make_hf_qwen2(
         model = model.to(torch.bfloat16)
     model.save_pretrained(out_dir)
     return model.float()
+
+
+def make_hf_qwen2(out_dir: pathlib.Path, **kwargs):
+    """`make_hf_model` of a Qwen2 (the recipe's family)."""
+    return make_hf_model(out_dir, "qwen2", **kwargs)
+
+
+def transformers_from_gguf(path: pathlib.Path):
+    """transformers' own GGUF loading: its config mapping and `load_gguf_checkpoint` (dequantise,
+    undo llama.cpp's Llama q/k permutation). `from_pretrained(gguf_file=...)` calls the same
+    function but also requires `accelerate`, which the project does not install.
+    Returns (float32 model in eval mode, {HF name: tensor})."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    cfg = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
+    tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model)["tensors"]
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}, (missing, unexpected)
+    if cfg.tie_word_embeddings:
+        model.tie_weights()
+    return model, tensors
 
 
 def left_padded(rng: np.random.Generator, lengths, vocab: int):

@@ -2,6 +2,7 @@
 
 Layer L0 (no JAX). Every loader returns a `datasets.Dataset` (rows as dicts of all columns).
     "builtin:quickstart"          -> the generated quickstart task (no file at all)
+    "builtin:arithmetic"          -> one-digit sums for real models (data/arithmetic.py)
     *.jsonl / *.json file          -> read here, line by line (errors name the line; see below)
     *.parquet / *.csv file         -> `datasets.load_dataset(<format>, data_files=...)`
     directory from `save_to_disk` -> `datasets.load_from_disk` (a DatasetDict picks `split`)
@@ -143,8 +144,12 @@ def read_json_file(path: str | pathlib.Path) -> LoadedSource:
 
 def _load_builtin(name: str, split: str):
     builtin = name[len(BUILTIN_PREFIX):]
+    if builtin == "arithmetic":
+        from openrs_jax.data.arithmetic import arithmetic_dataset
+
+        return arithmetic_dataset(split)
     if builtin != "quickstart":
-        raise ValueError(f"unknown builtin dataset {name!r}; known: 'builtin:quickstart'")
+        raise ValueError(f"unknown builtin dataset {name!r}; known: 'builtin:quickstart', 'builtin:arithmetic'")
     from openrs_jax.data.quickstart import QUICKSTART_SPLITS, quickstart_dataset
 
     if split not in QUICKSTART_SPLITS:

@@ -91,7 +91,8 @@ def _check_roundtrip(tokenizer, source: str) -> None:
 
 
 def load_tokenizer(path_or_name: str | os.PathLike):
-    """An HF fast tokenizer for a local directory, an HF hub id or "builtin:quickstart".
+    """An HF fast tokenizer for a local directory, a .gguf file, an HF hub id or
+    "builtin:quickstart".
 
     Directories with a `tokenizer.json` load it directly (see the module docstring, 1.); a hub
     id downloads the tokenizer files and does the same. Raises ValueError if the result does not
@@ -106,6 +107,15 @@ def load_tokenizer(path_or_name: str | os.PathLike):
 
         return build_quickstart_tokenizer()
     directory = pathlib.Path(name)
+    if directory.suffix.lower() == ".gguf" and directory.expanduser().is_file():
+        directory = directory.expanduser()
+        # A GGUF file carries its tokenizer and chat template; transformers converts them
+        # (as `openrs_jax.weights.gguf` does for the directory it writes beside the weights).
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(directory.parent), gguf_file=directory.name)
+        _check_roundtrip(tokenizer, name)
+        return tokenizer
     if not directory.exists():
         directory = _download_tokenizer_files(name)
     if not directory.is_dir():

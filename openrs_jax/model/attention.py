@@ -1,26 +1,33 @@
-"""Grouped-query attention with qkv bias, RoPE and an optional KV cache.
+"""Grouped-query attention with RoPE, optional q/k/v/o biases and per-head q/k RMSNorm (the
+switches of `ModelConfig`), and an optional KV cache.
 
-Three kernels behind one function:
-- "xla": einsum attention, scores and softmax in float32; any boolean mask (left padding,
-  KV-cache slots). Runs everywhere; used on CPU, for prefill against the cache, and for decode
-  steps unless told otherwise.
-- "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")`, the fused flash kernel
+The attention operation (`AttentionOp`: q, k, v → output, with its mask bound) is chosen once
+per forward by the model and applied by every layer, so a layer never knows which kernel or
+which sampler runs it:
+- `xla_op`: einsum attention, scores and softmax in float32; any boolean mask (left padding,
+  KV-cache slots), optionally reading only a static prefix of the cache. Runs everywhere; used
+  on CPU, for prefill against the cache, and for decode steps unless told otherwise.
+- `cudnn_op`: `jax.nn.dot_product_attention(implementation="cudnn")`, the fused flash kernel
   on NVIDIA GPUs, for training and scoring forwards.
-- the fused decode kernel of `openrs_jax.model.decode_attention` (one query token per row,
-  valid slots given as a range per row), passed in as `decode_attn` for the sampler's decode
-  steps on GPUs (`Qwen2.forward_cached(decode_impl="pallas")`).
+- `openrs_jax.model.decode_attention.decode_attention_op`: the fused decode kernel (one query
+  token per row, valid slots given as a range per row) for the sampler's decode steps on GPUs
+  (`CausalLM.forward_cached(decode_impl="pallas")`).
+
+A layer sees the KV cache through a `CacheView` (its buffers and the slot where the new
+tokens go) and returns its updated `LayerCache`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from jaxtyping import Array, Bool, Float, Int
 
-from openrs_jax.model.layers import apply_rope, param
+from openrs_jax.model.layers import RMSNorm, Rope, apply_rope, param
 
 # Finite "minus infinity": a fully masked row (a padding query) then gives a uniform
 # distribution instead of NaN, and its output is ignored downstream.
@@ -67,6 +74,29 @@ class KVCache:
         )
 
 
+class CacheView(NamedTuple):
+    """One layer's view of the KV cache in a cached forward: its buffers and the slot where
+    the T new tokens go (shared by all rows)."""
+
+    layer: LayerCache
+    index: Int[Array, ""]
+
+    def write(self, k: Float[Array, "B T K H"], v: Float[Array, "B T K H"]) -> LayerCache:
+        """The layer's cache with k, v written to slots [index, index + T)."""
+        zero = jnp.zeros((), jnp.int32)
+        at = (zero, zero, self.index, zero)
+        kt, vt = k.swapaxes(1, 2), v.swapaxes(1, 2)  # [B, K, T, H]
+        return LayerCache(
+            jax.lax.dynamic_update_slice(self.layer.k, kt.astype(self.layer.k.dtype), at),
+            jax.lax.dynamic_update_slice(self.layer.v, vt.astype(self.layer.v.dtype), at),
+        )
+
+
+# The attention of one forward: (q [B, T, N, H], k [B, K, S, H], v [B, K, S, H]) → [B, T, N, H],
+# with its mask (and kernel) bound by the model; every layer applies the same operation.
+AttentionOp = Callable[[Array, Array, Array], Array]
+
+
 def xla_attention(
     q: Float[Array, "B T N H"],
     k: Float[Array, "B K S H"],
@@ -102,66 +132,83 @@ def cudnn_attention(
     return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation="cudnn")
 
 
+def xla_op(mask: Bool[Array, "B T S"], read_len: int | None = None) -> AttentionOp:
+    """`xla_attention` under `mask`, reading only the first `read_len` key slots (static;
+    default all): the sampler passes a bound on the filled part of the cache."""
+
+    def attend(q, k, v):
+        s = read_len or k.shape[2]
+        return xla_attention(q, k[:, :, :s].astype(q.dtype), v[:, :, :s].astype(q.dtype), mask)
+
+    return attend
+
+
+def cudnn_op(mask: Bool[Array, "B T S"] | None) -> AttentionOp:
+    """`cudnn_attention` under `mask` (None: plain causal attention)."""
+
+    def attend(q, k, v):
+        # cuDNN takes [B, S, K, H]; transposing the layer's [B, K, S, H] back cancels out in XLA.
+        return cudnn_attention(q, k.swapaxes(1, 2), v.swapaxes(1, 2), mask)
+
+    return attend
+
+
 class Attention(nnx.Module):
+    """q, k, v projections (+ bias when `cfg.qkv_bias`), per-head RMSNorm of q and k before
+    RoPE when `cfg.qk_norm` (Qwen3), the attention operation, the output projection (+ bias
+    when `cfg.o_bias`)."""
+
     def __init__(self, cfg, *, dtype, param_dtype, rngs: nnx.Rngs | None):
         d, n, k, h = cfg.hidden_size, cfg.num_heads, cfg.num_kv_heads, cfg.resolved_head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = n, k, h
-        self.rope_theta = cfg.rope_theta
         self.dtype = dtype
         # Projections are stored as [D, N·H] (heads flattened) so tensor parallelism shards the
         # flattened dimension and the HF mapping is a plain transpose.
         self.q_proj = param(rngs, (d, n * h), ("embed", "q_heads"), param_dtype)
-        self.q_bias = param(rngs, (n * h,), ("q_heads",), param_dtype, init="zeros")
         self.k_proj = param(rngs, (d, k * h), ("embed", "kv_heads"), param_dtype)
-        self.k_bias = param(rngs, (k * h,), ("kv_heads",), param_dtype, init="zeros")
         self.v_proj = param(rngs, (d, k * h), ("embed", "kv_heads"), param_dtype)
-        self.v_bias = param(rngs, (k * h,), ("kv_heads",), param_dtype, init="zeros")
         self.o_proj = param(rngs, (n * h, d), ("q_heads", "embed"), param_dtype)
+        if cfg.qkv_bias:
+            self.q_bias = param(rngs, (n * h,), ("q_heads",), param_dtype, init="zeros")
+            self.k_bias = param(rngs, (k * h,), ("kv_heads",), param_dtype, init="zeros")
+            self.v_bias = param(rngs, (k * h,), ("kv_heads",), param_dtype, init="zeros")
+        if cfg.o_bias:
+            self.o_bias = param(rngs, (d,), ("norm",), param_dtype, init="zeros")
+        if cfg.qk_norm:
+            self.q_norm = RMSNorm(h, cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
+            self.k_norm = RMSNorm(h, cfg.rms_norm_eps, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(
         self,
         x: Float[Array, "B T D"],
-        cos: Array,
-        sin: Array,
-        mask: Bool[Array, "B T S"] | None,
-        cache: LayerCache | None = None,
-        cache_index: Int[Array, ""] | None = None,
-        kv_read_len: int | None = None,
-        impl: str = "xla",
-        decode_attn=None,
+        rope: Rope,
+        attend: AttentionOp,
+        cache: CacheView | None = None,
     ) -> tuple[Float[Array, "B T D"], LayerCache | None]:
-        """decode_attn: with a cache, a fused decode kernel `(q [B, N, H], k, v) -> [B, N, H]`
-        bound to the rows' valid slots (`Qwen2.forward_cached`); replaces the XLA path."""
+        """Self-attention of the T tokens of `x` (and, with a cache, of the slots before them);
+        returns the output and the layer's updated cache (None without one)."""
         b, t, _ = x.shape
         dt = self.dtype
         n, kvh, h = self.num_heads, self.num_kv_heads, self.head_dim
 
-        def proj(w, bias, heads):
-            y = jnp.einsum("btd,de->bte", x, w[...].astype(dt)) + bias[...].astype(dt)
+        def proj(name, heads):  # [B, T, heads, H]
+            y = jnp.einsum("btd,de->bte", x, getattr(self, f"{name}_proj")[...].astype(dt))
+            if hasattr(self, f"{name}_bias"):
+                y = y + getattr(self, f"{name}_bias")[...].astype(dt)
             return y.reshape(b, t, heads, h)
 
-        q = apply_rope(proj(self.q_proj, self.q_bias, n), cos, sin)  # [B, T, N, H]
-        k = apply_rope(proj(self.k_proj, self.k_bias, kvh), cos, sin)  # [B, T, K, H]
-        v = proj(self.v_proj, self.v_bias, kvh)
+        q, k, v = proj("q", n), proj("k", kvh), proj("v", kvh)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, rope), apply_rope(k, rope)  # [B, T, N, H], [B, T, K, H]
 
-        new_cache = None
-        if cache is not None:
-            zero = jnp.zeros((), jnp.int32)
-            kt, vt = k.swapaxes(1, 2), v.swapaxes(1, 2)  # [B, K, T, H]
-            ck = jax.lax.dynamic_update_slice(cache.k, kt.astype(cache.k.dtype), (zero, zero, cache_index, zero))
-            cv = jax.lax.dynamic_update_slice(cache.v, vt.astype(cache.v.dtype), (zero, zero, cache_index, zero))
-            new_cache = LayerCache(ck, cv)
-            if decode_attn is not None:
-                # The kernel reads only the rows' valid slots: no slicing (a slice of the
-                # [B, K, S, H] buffer along S would be copied for the custom call).
-                out = decode_attn(q[:, 0], ck, cv)[:, None]
-            else:
-                # Read only the filled part of the cache (a static bound chosen by the caller).
-                s = kv_read_len or ck.shape[2]
-                out = xla_attention(q, ck[:, :, :s].astype(dt), cv[:, :, :s].astype(dt), mask)
-        elif impl == "cudnn":
-            out = cudnn_attention(q, k, v, mask)
+        if cache is None:
+            new_cache = None
+            out = attend(q, k.swapaxes(1, 2), v.swapaxes(1, 2))
         else:
-            out = xla_attention(q, k.swapaxes(1, 2), v.swapaxes(1, 2), mask)
+            new_cache = cache.write(k, v)
+            out = attend(q, new_cache.k, new_cache.v)
         out = jnp.einsum("bte,ed->btd", out.reshape(b, t, n * h), self.o_proj[...].astype(dt))
+        if hasattr(self, "o_bias"):
+            out = out + self.o_bias[...].astype(dt)
         return out, new_cache

@@ -12,7 +12,7 @@ slots; a small XLA epilogue merges the splits.
 Mask semantics: row b attends to the slots [start[b], end[b]) of the cache, which must be
 exactly its valid slots. That holds for the sampler's decode: prompts are left-padded (valid
 from the first prompt token), every later slot up to the one just written is valid, and slots
-past it are empty. (`Qwen2.forward_cached` derives start/end from the cache's `valid` mask.)
+past it are empty. (`decode_attention_op` derives start/end from the cache's `valid` mask.)
 
 Precision: bf16 (or float32) q, k, v; scores, softmax statistics and the accumulator in
 float32; probabilities rounded to v's dtype for the p·v product (as the XLA path does);
@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
+
+from openrs_jax import sharding as shd
 
 # Query rows of one program are padded to 16 (Triton's smallest dot tile).
 _MIN_ROWS = 16
@@ -147,3 +150,48 @@ def decode_attention(
     w = jnp.exp(m - m_all)  # an empty split has m = _NEG: weight 0
     out = (acc * w[..., None]).sum(axis=2) / (l * w).sum(axis=2)[..., None]
     return out[:, :, :g].reshape(b, n, h).astype(q.dtype)
+
+
+def sharded_decode_attention(mesh: jax.sharding.Mesh | None, rules: Mapping[str, Any] | None):
+    """`decode_attention` for arrays laid out over `mesh` by `rules`: a Pallas call is opaque
+    to the SPMD partitioner (it would gather the whole cache onto every device), so on a mesh
+    of several devices it runs per device under `shard_map`, rows over the batch axes and
+    heads over the tensor axis. Same signature as `decode_attention`; on CPU the kernel runs
+    in the Pallas interpreter (tests)."""
+    interpret = jax.default_backend() != "gpu"
+    fn = functools.partial(decode_attention, interpret=interpret)
+    if mesh is None or mesh.size == 1:
+        return fn
+    rules = dict(rules or {})
+    spec = lambda *axes: shd.activation_spec(rules, *axes)  # noqa: E731
+    return jax.shard_map(
+        fn,
+        mesh=mesh,
+        in_specs=(spec("batch", "q_heads", None), spec("batch", "kv_heads", None, None),
+                  spec("batch", "kv_heads", None, None), spec("batch"), spec("batch")),
+        out_specs=spec("batch", "q_heads", None),
+        check_vma=False,
+    )
+
+
+def decode_attention_op(
+    valid: Bool[Array, "B S"],
+    index: Int[Array, ""],
+    mesh: jax.sharding.Mesh | None = None,
+    rules: Mapping[str, Any] | None = None,
+) -> Callable[[Array, Array, Array], Array]:
+    """The attention operation (`openrs_jax.model.attention.AttentionOp`) of a decode step
+    (T = 1) writing slot `index`: the fused kernel over each row's valid slots, from its first
+    valid slot to the slot just written. Valid slots must be contiguous, as they are for
+    left-padded prompts followed by generated tokens (the sampler)."""
+    b = valid.shape[0]
+    start = jnp.argmax(valid, axis=1).astype(jnp.int32)
+    end = jnp.broadcast_to(index + 1, (b,)).astype(jnp.int32)
+    kernel = sharded_decode_attention(mesh, rules)
+
+    def attend(q, k, v):
+        # The kernel reads only the rows' valid slots: no slicing (a slice of the [B, K, S, H]
+        # buffer along S would be copied for the custom call).
+        return kernel(q[:, 0], k, v, start, end)[:, None]
+
+    return attend

@@ -1,4 +1,5 @@
-"""Qwen2 building blocks: RMSNorm, rotary embeddings, SwiGLU MLP, parameter helpers.
+"""Decoder building blocks: RMSNorm, rotary embeddings (with Llama 3 / linear scaling), SwiGLU
+MLP, parameter helpers.
 
 Every parameter is an `nnx.Param` with logical axis names in its `axes` metadata; the rules
 table in `openrs_jax.sharding` maps them to mesh axes. No module here knows HF names.
@@ -6,12 +7,18 @@ table in `openrs_jax.sharding` maps them to mesh axes. No module here knows HF n
 
 from __future__ import annotations
 
+import math
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jaxtyping import Array, Float, Int
 
-_INIT_STD = 0.02  # HF Qwen2 initializer_range
+from openrs_jax.model.config import RopeScaling
+
+_INIT_STD = 0.02  # HF initializer_range (Qwen2, Llama, Qwen3)
 
 
 def param(rngs: nnx.Rngs | None, shape, axes, dtype, init: str = "normal") -> nnx.Param:
@@ -26,33 +33,66 @@ def param(rngs: nnx.Rngs | None, shape, axes, dtype, init: str = "normal") -> nn
 
 
 class RMSNorm(nnx.Module):
-    """y = w · x / sqrt(mean(x²) + ε), statistics in float32 (as HF Qwen2RMSNorm, which casts
+    """y = w · x / sqrt(mean(x²) + ε), statistics in float32 (as HF's Qwen2/Llama/Qwen3 RMSNorm, which cast
     the normalised activations back to the input dtype before the scale)."""
 
     def __init__(self, dim: int, eps: float, *, param_dtype, rngs: nnx.Rngs | None = None):
         self.eps = eps
         self.scale = param(rngs, (dim,), ("norm",), param_dtype, init="ones")
 
-    def __call__(self, x: Float[Array, "B T D"]) -> Float[Array, "B T D"]:
+    def __call__(self, x: Float[Array, "... D"]) -> Float[Array, "... D"]:
+        """Normalises the last axis (D, or H for Qwen3's per-head q/k norms)."""
         x32 = x.astype(jnp.float32)
         var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
         y = (x32 * jax.lax.rsqrt(var + self.eps)).astype(x.dtype)
         return self.scale[...].astype(x.dtype) * y
 
 
-def rope_cos_sin(positions: Int[Array, "B T"], head_dim: int, theta: float, dtype) -> tuple[Array, Array]:
-    """cos, sin [B, T, H] for rotate-half RoPE (HF layout: frequencies repeated twice)."""
-    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-    freqs = positions.astype(jnp.float32)[..., None] * inv_freq  # [B, T, H/2]
+class Rope(NamedTuple):
+    """Rotary embedding tables of one forward, computed once from the positions and shared by
+    every layer: cos, sin [B, T, H]."""
+
+    cos: Float[Array, "B T H"]
+    sin: Float[Array, "B T H"]
+
+
+def rope_inv_freq(head_dim: int, theta: float, scaling: RopeScaling | None = None) -> np.ndarray:
+    """Inverse frequencies [H/2] (float32, computed on the host as transformers does in
+    float32): θ^(-2i/H), then the `scaling` of Llama 3 ("llama3") or position interpolation
+    ("linear")."""
+    inv_freq = (1.0 / (np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim))))
+    inv_freq = inv_freq.astype(np.float32)
+    if scaling is None:
+        return inv_freq
+    factor = np.float32(scaling.factor)
+    if scaling.rope_type == "linear":
+        return (inv_freq / factor).astype(np.float32)
+    # llama3 (transformers' _compute_llama3_parameters): long wavelengths divided by factor,
+    # short ones kept, the band between interpolated by a smooth factor.
+    old_len = scaling.original_max_position_embeddings
+    lo, hi = scaling.low_freq_factor, scaling.high_freq_factor
+    low_freq_wavelen, high_freq_wavelen = old_len / lo, old_len / hi
+    wavelen = np.float32(2 * math.pi) / inv_freq
+    scaled = np.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    smooth = (old_len / wavelen - lo) / (hi - lo)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < high_freq_wavelen) & ~(wavelen > low_freq_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def rope_cos_sin(positions: Int[Array, "B T"], inv_freq: np.ndarray, dtype) -> Rope:
+    """cos, sin [B, T, H] for rotate-half RoPE (HF layout: frequencies repeated twice);
+    `inv_freq` [H/2] from `rope_inv_freq`."""
+    freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq, jnp.float32)  # [B, T, H/2]
     emb = jnp.concatenate([freqs, freqs], axis=-1)  # [B, T, H]
-    return jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype)
+    return Rope(jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype))
 
 
-def apply_rope(x: Float[Array, "B T N H"], cos: Array, sin: Array) -> Float[Array, "B T N H"]:
+def apply_rope(x: Float[Array, "B T N H"], rope: Rope) -> Float[Array, "B T N H"]:
     """x·cos + rotate_half(x)·sin with rotate_half(x) = [-x₂, x₁]."""
     h = x.shape[-1] // 2
     rotated = jnp.concatenate([-x[..., h:], x[..., :h]], axis=-1)
-    return x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+    return x * rope.cos[:, :, None, :] + rotated * rope.sin[:, :, None, :]
 
 
 class MLP(nnx.Module):

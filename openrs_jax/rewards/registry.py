@@ -37,6 +37,7 @@ _FACTORIES: dict[str, Callable[..., RewardFn]] = {
     "repetition_penalty": text_rewards.make_repetition_penalty,
     "soft_overlong": text_rewards.make_soft_overlong,
     "exact_match": text_rewards.make_exact_match,
+    "last_number": text_rewards.make_last_number,
     "language": text_rewards.make_language,
 }
 

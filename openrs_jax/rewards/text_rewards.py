@@ -143,6 +143,36 @@ def make_exact_match(*, answer_column: str = "answer") -> Callable[..., list[flo
     return exact_match
 
 
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def final_number(text: str) -> str | None:
+    """The last decimal number in `text` (thousands separators "," removed), or None."""
+    found = _NUMBER.findall(text.replace(",", ""))
+    return found[-1] if found else None
+
+
+def make_last_number(*, answer_column: str = "answer") -> Callable[..., list[float]]:
+    """`last_number`: 1.0 if the last number in the completion equals `answer` as a number
+    ("12", "12.0"), else 0.0. For short-answer arithmetic: the model may explain, but the last
+    number it writes is its answer, and a completion cut off before it scores 0."""
+
+    def _equal(got: str | None, want: str) -> bool:
+        if got is None:
+            return False
+        try:
+            return float(got) == float(want)
+        except ValueError:
+            return False
+
+    def last_number(completions, **columns) -> list[float]:
+        texts = completion_texts(completions)
+        answers = column(columns, answer_column, "last_number", len(texts))
+        return [1.0 if _equal(final_number(t), str(a).strip()) else 0.0 for t, a in zip(texts, answers)]
+
+    return last_number
+
+
 # LaTeX math regions and command names are not prose: drop them before counting letters.
 # The lazy spans are bounded (4000 characters) so that a runaway completion full of unmatched
 # `\(` cannot make the scan quadratic. Text inside `\text{...}` stays prose.

@@ -1,8 +1,9 @@
-"""HF safetensors ↔ NNX through one key table (`keys.KEY_TABLE`)."""
+"""HF safetensors ↔ NNX through one key table (`keys.KEY_TABLE`); GGUF files in (`gguf`)."""
 
 from openrs_jax.weights.hf import (
     WeightsError,
     generation_config,
+    hf_dir,
     load_hf,
     load_model_config,
     read_hf_config,
@@ -16,6 +17,7 @@ __all__ = [
     "KEY_TABLE",
     "WeightsError",
     "generation_config",
+    "hf_dir",
     "load_hf",
     "load_model_config",
     "read_hf_config",

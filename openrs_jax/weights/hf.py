@@ -1,4 +1,5 @@
-"""Hugging Face directories in and out: `load_hf`, `save_hf`, `to_hf_state_dict`.
+"""Hugging Face directories in and out: `load_hf`, `save_hf`, `to_hf_state_dict` (GGUF files
+in through `openrs_jax.weights.gguf`).
 
 Import reads one tensor at a time from the safetensors files (memory-mapped) and places it
 straight into its sharding with `jax.make_array_from_callback`, so no device ever holds the
@@ -25,7 +26,7 @@ from safetensors.numpy import save_file
 
 from openrs_jax import _compat
 from openrs_jax import sharding as shd
-from openrs_jax.model import ModelConfig, Qwen2, abstract_model
+from openrs_jax.model import CausalLM, ModelConfig, abstract_model
 from openrs_jax.weights import keys
 
 SAFE_INDEX = "model.safetensors.index.json"
@@ -44,8 +45,19 @@ def _path_str(path: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in path)
 
 
-def read_hf_config(path: str | os.PathLike) -> dict[str, Any]:
+def hf_dir(path: str | os.PathLike) -> pathlib.Path:
+    """`path` itself, or for a .gguf file its dequantised HF directory (converted once and
+    cached: `openrs_jax.weights.gguf`)."""
     path = pathlib.Path(path)
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        from openrs_jax.weights.gguf import gguf_to_hf_dir  # imports this module
+
+        return gguf_to_hf_dir(path)
+    return path
+
+
+def read_hf_config(path: str | os.PathLike) -> dict[str, Any]:
+    path = hf_dir(path)
     if not path.is_dir():
         raise WeightsError(f"{path} is not a directory (expected an HF model directory with config.json)")
     cfg_file = path / "config.json"
@@ -58,7 +70,9 @@ def read_hf_config(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_model_config(path: str | os.PathLike, **overrides: Any) -> ModelConfig:
-    """ModelConfig from an HF directory's config.json (raises on another architecture)."""
+    """ModelConfig from an HF directory's config.json, or a GGUF file's metadata (raises on
+    another architecture)."""
+    path = hf_dir(path)
     hf = read_hf_config(path)
     try:
         return ModelConfig.from_hf_config(hf, **overrides)
@@ -100,8 +114,10 @@ def load_hf(
     rules: Mapping[str, Any] | None = None,
     param_dtype: Any = None,
     **config_overrides: Any,
-) -> Qwen2:
-    """Loads an HF Qwen2 directory into the NNX model.
+) -> CausalLM:
+    """Loads an HF Qwen2, Llama or Qwen3 directory (chosen by its config.json's `model_type`)
+    into the NNX model. A .gguf file is dequantised once into a cached HF directory first
+    (`openrs_jax.weights.gguf`).
 
     dtype: compute dtype, and parameter dtype unless `param_dtype` is given (float32 for
       parity checks; bfloat16 compute with float32 master weights for training).
@@ -109,7 +125,7 @@ def load_hf(
       `sharding.TRAIN_RULES`); without a mesh the model lives on the default device.
     config_overrides: further `ModelConfig` fields (attention_impl, remat, ...).
     """
-    path = pathlib.Path(path)
+    path = hf_dir(path)
     compute = jnp.dtype(dtype).name
     name = jnp.dtype(param_dtype or dtype).name
     cfg = load_model_config(path, dtype=compute, param_dtype=name, **config_overrides)
@@ -159,7 +175,10 @@ def load_hf(
     )
     if unexpected:
         shown = ", ".join(unexpected[:8]) + (" …" if len(unexpected) > 8 else "")
-        raise WeightsError(f"unexpected tensors in {path} for a {cfg.num_layers}-layer Qwen2: {shown}")
+        raise WeightsError(
+            f"unexpected tensors in {path} for a {cfg.num_layers}-layer {cfg.architecture} model "
+            f"(qkv_bias={cfg.qkv_bias}, o_bias={cfg.o_bias}, qk_norm={cfg.qk_norm}): {shown}"
+        )
 
     model = nnx.merge(graphdef, _compat.from_flat_state(loaded))
     if mesh is not None:
@@ -167,7 +186,7 @@ def load_hf(
     return model
 
 
-def to_hf_state_dict(model: Qwen2, dtype: Any = None) -> dict[str, np.ndarray]:
+def to_hf_state_dict(model: CausalLM, dtype: Any = None) -> dict[str, np.ndarray]:
     """HF tensor name → host numpy array (bf16 as ml_dtypes.bfloat16), gathered from shards."""
     out = {}
     for path_t, var in _compat.flat_state(nnx.state(model, nnx.Param)):
@@ -183,7 +202,7 @@ def generation_config(cfg: ModelConfig) -> dict[str, Any]:
     """generation_config.json as DeepSeek ships R1-distill (sampling 0.6 / 0.95)."""
     return {
         "bos_token_id": cfg.bos_token_id,
-        "eos_token_id": cfg.eos_token_id,
+        "eos_token_id": list(cfg.eos_token_id) if isinstance(cfg.eos_token_id, tuple) else cfg.eos_token_id,
         "do_sample": True,
         "temperature": 0.6,
         "top_p": 0.95,
@@ -249,7 +268,7 @@ def _write_marker(directory: pathlib.Path) -> None:
 
 
 def save_hf(
-    model: Qwen2,
+    model: CausalLM,
     out_dir: str | os.PathLike,
     tokenizer: Any = None,
     dtype: Any = None,

@@ -3,6 +3,10 @@
 Each row: (HF tensor name pattern, NNX parameter path pattern, transform). `{i}` is the layer
 index. Transforms are their own inverses' names: "T" transposes a matrix (HF stores Linear
 weights as [out, in], we store [in, out]); None copies.
+
+Qwen2, Llama and Qwen3 checkpoints use the same names; a family has the rows of the parameters
+its config creates (biases, q/k norms), so import and export walk the model's parameters, not
+the table.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ KEY_TABLE: tuple[tuple[str, str, str | None], ...] = (
     ("model.layers.{i}.self_attn.v_proj.weight", "layers.{i}.attn.v_proj", "T"),
     ("model.layers.{i}.self_attn.v_proj.bias", "layers.{i}.attn.v_bias", None),
     ("model.layers.{i}.self_attn.o_proj.weight", "layers.{i}.attn.o_proj", "T"),
+    ("model.layers.{i}.self_attn.o_proj.bias", "layers.{i}.attn.o_bias", None),
+    ("model.layers.{i}.self_attn.q_norm.weight", "layers.{i}.attn.q_norm.scale", None),
+    ("model.layers.{i}.self_attn.k_norm.weight", "layers.{i}.attn.k_norm.scale", None),
     ("model.layers.{i}.post_attention_layernorm.weight", "layers.{i}.post_attn_norm.scale", None),
     ("model.layers.{i}.mlp.gate_proj.weight", "layers.{i}.mlp.gate", "T"),
     ("model.layers.{i}.mlp.up_proj.weight", "layers.{i}.mlp.up", "T"),

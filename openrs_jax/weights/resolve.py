@@ -1,4 +1,4 @@
-"""Where a run's model comes from: a local HF directory or a hub id, and its ModelConfig."""
+"""Where a run's model comes from: a local HF directory, a GGUF file or a hub id, and its ModelConfig."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ from openrs_jax.model import ModelConfig
 
 
 def resolve_model_dir(name_or_path: str) -> pathlib.Path:
-    """A local HF directory, or a hub id downloaded (once, cached) with huggingface_hub."""
+    """A local HF directory, a .gguf file's dequantised HF directory (converted once, cached;
+    `openrs_jax.weights.gguf`), or a hub id downloaded (once, cached) with huggingface_hub."""
     p = pathlib.Path(name_or_path).expanduser()
     if p.exists():
-        return p
+        from openrs_jax.weights.hf import hf_dir
+
+        return hf_dir(p)
     if name_or_path.startswith((".", "/", "~")) or os.sep in name_or_path and name_or_path.count("/") > 1:
         raise ConfigError(f"model.name_or_path: {name_or_path} does not exist")
     try:

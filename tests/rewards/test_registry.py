@@ -26,6 +26,7 @@ ALL = [
     "exact_match",
     "format",
     "language",
+    "last_number",
     "repetition_penalty",
     "soft_overlong",
     "tag_count",

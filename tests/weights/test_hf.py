@@ -83,9 +83,9 @@ def test_missing_config(tmp_path):
 def test_other_architecture(tmp_path):
     make_hf_qwen2(tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
-    cfg["architectures"], cfg["model_type"] = ["LlamaForCausalLM"], "llama"
+    cfg["architectures"], cfg["model_type"] = ["MistralForCausalLM"], "mistral"
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(WeightsError, match="LlamaForCausalLM"):
+    with pytest.raises(WeightsError, match="mistral.*LlamaForCausalLM"):
         load_hf(tmp_path)
 
 

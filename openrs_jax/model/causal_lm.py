@@ -1,4 +1,5 @@
-"""The Qwen2 decoder in Flax NNX (DeepSeek-R1-Distill-Qwen, Qwen2.5).
+"""The decoder-only causal LM in Flax NNX: Qwen2 (DeepSeek-R1-Distill-Qwen, Qwen2.5), Llama
+(Llama 3.x, SmolLM2) and Qwen3, one module with the switches of `ModelConfig`.
 
     tokens [B, T] ─embed─► x [B, T, D] ─(L × DecoderLayer)─► RMSNorm ─lm_head─► logits [B, T, V]
     DecoderLayer: x += Attention(RMSNorm(x)); x += MLP(RMSNorm(x))
@@ -11,7 +12,6 @@ left and right padding both work. Parameters are stored in `param_dtype`, matmul
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import jax
@@ -20,10 +20,10 @@ from flax import nnx
 from jaxtyping import Array, Float, Int
 
 from openrs_jax import sharding as shd
-from openrs_jax.model.attention import Attention, KVCache
-from openrs_jax.model.decode_attention import decode_attention
+from openrs_jax.model.attention import Attention, AttentionOp, CacheView, KVCache, LayerCache, cudnn_op, xla_op
 from openrs_jax.model.config import ModelConfig
-from openrs_jax.model.layers import MLP, RMSNorm, param, rope_cos_sin
+from openrs_jax.model.decode_attention import decode_attention_op
+from openrs_jax.model.layers import MLP, RMSNorm, Rope, param, rope_cos_sin, rope_inv_freq
 
 _REMAT_POLICIES = {
     "full": None,  # save nothing: recompute the whole layer
@@ -39,22 +39,24 @@ class DecoderLayer(nnx.Module):
         self.post_attn_norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, param_dtype=pdt, rngs=rngs)
         self.mlp = MLP(cfg.hidden_size, cfg.intermediate_size, dtype=dtype, param_dtype=pdt, rngs=rngs)
 
-    def __call__(self, x, cos, sin, mask, cache=None, cache_index=None, kv_read_len=None, impl="xla",
-                 decode_attn=None):
-        h, new_cache = self.attn(self.input_norm(x), cos, sin, mask, cache, cache_index, kv_read_len, impl,
-                                 decode_attn)
+    def __call__(
+        self,
+        x: Float[Array, "B T D"],
+        rope: Rope,
+        attend: AttentionOp,
+        cache: CacheView | None = None,
+    ) -> tuple[Float[Array, "B T D"], LayerCache | None]:
+        """x + Attention(RMSNorm(x)), then + MLP(RMSNorm(·)); with a cache view, also the
+        layer's updated cache (else None)."""
+        h, new_cache = self.attn(self.input_norm(x), rope, attend, cache)
         x = x + h
         x = x + self.mlp(self.post_attn_norm(x))
         return x, new_cache
 
 
-def _layer_call(layer, x, cos, sin, mask, *, impl):
-    out, _ = layer(x, cos, sin, mask, impl=impl)
-    return out
-
-
-class Qwen2(nnx.Module):
-    """Qwen2ForCausalLM. `Qwen2(cfg, rngs=nnx.Rngs(0))` initialises randomly;
+class CausalLM(nnx.Module):
+    """Qwen2/Llama/Qwen3ForCausalLM (`cfg.architecture`). `CausalLM(cfg, rngs=nnx.Rngs(0))`
+    initialises randomly;
     `openrs_jax.weights.load_hf` loads HF weights; `openrs_jax.model.create_sharded` builds
     it directly into a device mesh."""
 
@@ -93,6 +95,12 @@ class Qwen2(nnx.Module):
             impl = "cudnn" if fused_ok else "xla"
         return impl
 
+    def rope(self, positions: Int[Array, "B T"]) -> Rope:
+        """The rotary tables of one forward (with the config's RoPE scaling)."""
+        cfg = self.config
+        inv_freq = rope_inv_freq(cfg.resolved_head_dim, cfg.rope_theta, cfg.rope_scaling)
+        return rope_cos_sin(positions, inv_freq, self.dtype)
+
     def lm_head_weight(self) -> Float[Array, "D V"]:
         """The output projection as [D, V] (the transposed embedding when tied)."""
         if self.config.tie_word_embeddings:
@@ -125,20 +133,21 @@ class Qwen2(nnx.Module):
             mask = None if impl == "cudnn" else jnp.broadcast_to(causal, (b, t, t))
         else:
             mask = causal[None] & (attention_mask[:, None, :] != 0)
-        cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta, self.dtype)
+        make_op = cudnn_op if impl == "cudnn" else xla_op
+        rope = self.rope(positions)
         x = self._constrain(self.embed_tokens(tokens), "batch", "seq", None)
         for layer in self.layers:
             if cfg.remat == "none":
-                x = _layer_call(layer, x, cos, sin, mask, impl=impl)
+                x, _ = layer(x, rope, make_op(mask))
             else:
                 # Plain jax.checkpoint over the layer's state: NNX's own remat transform
                 # cannot run inside the raw jax.jit / grad / scan of the train step.
                 graphdef, state = nnx.split(layer)
 
-                def pure(state, x, cos, sin, mask, graphdef=graphdef):
-                    return _layer_call(nnx.merge(graphdef, state), x, cos, sin, mask, impl=impl)
+                def pure(state, x, rope, mask, graphdef=graphdef):
+                    return nnx.merge(graphdef, state)(x, rope, make_op(mask))[0]
 
-                x = jax.checkpoint(pure, policy=_REMAT_POLICIES[cfg.remat])(state, x, cos, sin, mask)
+                x = jax.checkpoint(pure, policy=_REMAT_POLICIES[cfg.remat])(state, x, rope, mask)
             x = self._constrain(x, "batch", "seq", None)
         return self.final_norm(x)
 
@@ -159,25 +168,6 @@ class Qwen2(nnx.Module):
         if return_hidden:
             return hidden
         return self.logits(hidden)
-
-    def _decode_attention_fn(self):
-        """The fused decode kernel, per device under a mesh: a Pallas call is opaque to the
-        SPMD partitioner (it would gather the whole cache onto every device), so it runs
-        under shard_map with rows over the batch axes and heads over the tensor axis."""
-        interpret = jax.default_backend() != "gpu"  # CPU tests run the kernel in Python
-        fn = functools.partial(decode_attention, interpret=interpret)
-        if self.mesh is None or self.mesh.size == 1:
-            return fn
-        rules = dict(self.rules)
-        spec = lambda *axes: shd.activation_spec(rules, *axes)  # noqa: E731
-        return jax.shard_map(
-            fn,
-            mesh=self.mesh,
-            in_specs=(spec("batch", "q_heads", None), spec("batch", "kv_heads", None, None),
-                      spec("batch", "kv_heads", None, None), spec("batch"), spec("batch")),
-            out_specs=spec("batch", "q_heads", None),
-            check_vma=False,
-        )
 
     def init_cache(self, batch: int, max_length: int, dtype=None) -> KVCache:
         cfg = self.config
@@ -204,33 +194,28 @@ class Qwen2(nnx.Module):
         cache. Returns float32 logits of the last `last_n` positions (default all) and the
         updated cache.
 
-        decode_impl="pallas" (decode steps, T = 1, on GPUs) runs the fused decode kernel,
-        which takes each row's valid slots as one range: valid slots must be contiguous, as
-        they are for left-padded prompts followed by generated tokens (the sampler). Prefill
-        (T > 1) always runs the XLA path.
+        decode_impl="pallas" (decode steps, T = 1, on GPUs) runs the fused decode kernel
+        (`decode_attention_op`), which takes each row's valid slots as one range: valid slots
+        must be contiguous, as they are for left-padded prompts followed by generated tokens
+        (the sampler). Prefill (T > 1) always runs the XLA path.
         """
         b, t = tokens.shape
-        cfg = self.config
-        s = kv_read_len or cache.max_length
-        index = cache.index
-        valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask != 0, (jnp.zeros((), jnp.int32), index))
-        q_slots = index + jnp.arange(t)[:, None]  # [T, 1]
-        k_slots = jnp.arange(s)[None, :]  # [1, S]
-        mask = (k_slots <= q_slots)[None] & valid[:, None, :s]  # [B, T, S]
-        cos, sin = rope_cos_sin(positions, cfg.resolved_head_dim, cfg.rope_theta, self.dtype)
-        x = self._constrain(self.embed_tokens(tokens), "batch", "seq", None)
         if decode_impl not in ("xla", "pallas"):
             raise ValueError(f"decode_impl must be 'xla' or 'pallas', got {decode_impl!r}")
-        decode_attn = None
+        index = cache.index
+        valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask != 0, (jnp.zeros((), jnp.int32), index))
         if decode_impl == "pallas" and t == 1:
-            # Valid slots of each row: from its first valid slot to the slot just written.
-            start = jnp.argmax(valid, axis=1).astype(jnp.int32)
-            end = jnp.broadcast_to(index + 1, (b,)).astype(jnp.int32)
-            kernel = self._decode_attention_fn()
-            decode_attn = lambda q, k, v: kernel(q, k, v, start, end)  # noqa: E731
+            attend = decode_attention_op(valid, index, self.mesh, None if self.rules is None else dict(self.rules))
+        else:
+            s = kv_read_len or cache.max_length
+            q_slots = index + jnp.arange(t)[:, None]  # [T, 1]
+            k_slots = jnp.arange(s)[None, :]  # [1, S]
+            attend = xla_op((k_slots <= q_slots)[None] & valid[:, None, :s], read_len=s)  # mask [B, T, S]
+        rope = self.rope(positions)
+        x = self._constrain(self.embed_tokens(tokens), "batch", "seq", None)
         new_layers = []
         for layer, lc in zip(self.layers, cache.layers):
-            x, nc = layer(x, cos, sin, mask, lc, index, s, impl="xla", decode_attn=decode_attn)
+            x, nc = layer(x, rope, attend, CacheView(lc, index))
             x = self._constrain(x, "batch", "seq", None)
             new_layers.append(nc)
         hidden = self.final_norm(x)
