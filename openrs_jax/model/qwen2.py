@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from openrs_jax import sharding as shd
 from openrs_jax.model.attention import Attention, KVCache
@@ -195,6 +195,7 @@ class Qwen2(nnx.Module):
         kv_read_len: int | None = None,
         last_n: int | None = None,
         decode_impl: str = "xla",
+        active_rows: Bool[Array, "B"] | None = None,
     ) -> tuple[Float[Array, "B T V"], KVCache]:
         """Prefill (T > 1) or decode (T = 1) step against a KV cache.
 
@@ -207,7 +208,8 @@ class Qwen2(nnx.Module):
         decode_impl="pallas" (decode steps, T = 1, on GPUs) runs the fused decode kernel,
         which takes each row's valid slots as one range: valid slots must be contiguous, as
         they are for left-padded prompts followed by generated tokens (the sampler). Prefill
-        (T > 1) always runs the XLA path.
+        (T > 1) always runs the XLA path. `active_rows` (pallas decode only): rows marked False
+        read no cache (finished rows of the sampler; their outputs are garbage).
         """
         b, t = tokens.shape
         cfg = self.config
@@ -226,6 +228,8 @@ class Qwen2(nnx.Module):
             # Valid slots of each row: from its first valid slot to the slot just written.
             start = jnp.argmax(valid, axis=1).astype(jnp.int32)
             end = jnp.broadcast_to(index + 1, (b,)).astype(jnp.int32)
+            if active_rows is not None:
+                start = jnp.where(active_rows, start, end)  # an empty range: no cache read
             kernel = self._decode_attention_fn()
             decode_attn = lambda q, k, v: kernel(q, k, v, start, end)  # noqa: E731
         new_layers = []
