@@ -24,8 +24,13 @@ from openrs_jax.bench import common
 
 
 def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None = None,
-             cache_mode: str = "grow", temperature: float = 0.7, decode_attention: str = "auto") -> dict:
+             cache_mode: str = "auto", temperature: float = 0.7, decode_attention: str = "auto",
+             decode_kernel: str | None = None) -> dict:
     from openrs_jax.model import create_sharded, deepseek_r1_distill_qwen_1p5b
+    from openrs_jax.model import decode_attention as da
+
+    if decode_kernel:  # tuning of the fused kernel (JSON of decode_attention.DEFAULTS entries)
+        da.DEFAULTS.update(json.loads(open(decode_kernel).read() if decode_kernel.endswith(".json") else decode_kernel))
     from openrs_jax.rollout.base import SamplingParams
     from openrs_jax.rollout.jax_engine import JaxEngine
 
@@ -46,9 +51,11 @@ def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None
         times.append(time.perf_counter() - t0)
     ntok = int(out.lengths.sum())
     best = min(times)
-    return {"engine": f"jax/{cache_mode}/{engine.decode_attention}/T={temperature}", "batch": batch, "prompt": prompt, "new": new, "tokens": ntok,
-            "first_call_s": first, "time_s": best, "tokens_per_s": ntok / best,
-            "peak_GiB": (common.peak_bytes() or 0) / 2**30}
+    mode = engine.resolved_cache_mode(batch, engine._layout(batch, prompt, new)[0].full_len)
+    return {"engine": f"jax/{mode}/{engine.decode_attention}/T={temperature}", "batch": batch, "prompt": prompt,
+            "new": new, "tokens": ntok, "first_call_s": first, "time_s": best, "tokens_per_s": ntok / best,
+            "prefill_s": engine.last_stats["rollout/prefill_s"], "compiles_last_call": engine.last_stats["rollout/compiles"],
+            "decode_kernel": dict(da.DEFAULTS), "peak_GiB": (common.peak_bytes() or 0) / 2**30}
 
 
 def _hf_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None = None) -> dict:
@@ -85,7 +92,7 @@ def _hf_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None 
 
 
 def _in_subprocess(kind: str, batch: int, prompt: int, new: int, repeats: int, layers: int | None,
-                   cache_mode: str, temperature: float, decode_attention: str) -> dict:
+                   cache_mode: str, temperature: float, decode_attention: str, decode_kernel: str | None = None) -> dict:
     """Each engine in its own process: JAX and torch do not share the GPU allocator."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         path = f.name
@@ -94,6 +101,8 @@ def _in_subprocess(kind: str, batch: int, prompt: int, new: int, repeats: int, l
     if layers is not None:
         cmd += ["--layers", str(layers)]
     cmd += ["--cache-mode", cache_mode, "--temperature", str(temperature), "--decode-attention", decode_attention]
+    if decode_kernel:
+        cmd += ["--decode-kernel", decode_kernel]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         return {"engine": kind, "batch": batch, "new": new, "error": proc.stderr[-2000:]}
@@ -110,7 +119,9 @@ def main(argv=None):
     ap.add_argument("--hf-new", default="1024", help="new-token lengths also run with HF generate")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--layers", type=int, default=None, help="fewer layers (CPU smoke runs)")
-    ap.add_argument("--cache-mode", default="grow", choices=["grow", "slice"], help="JaxEngine cache_mode")
+    ap.add_argument("--cache-mode", default="auto", choices=["auto", "full", "grow", "slice"], help="JaxEngine cache_mode")
+    ap.add_argument("--decode-kernel", default=None,
+                    help="fused decode kernel tuning: JSON (or a .json file) of decode_attention.DEFAULTS entries")
     ap.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
     ap.add_argument("--decode-attention", default="auto",
                     help="JaxEngine decode_attention: auto, xla, pallas, or a comma list (one jax row each)")
@@ -123,8 +134,8 @@ def main(argv=None):
     news = [int(x) for x in args.new.split(",")]
     if args.__dict__["_worker"]:
         fn = _jax_run if args._worker == "jax" else _hf_run
-        extra = ({"cache_mode": args.cache_mode, "temperature": args.temperature, "decode_attention": attns[0]}
-                 if fn is _jax_run else {})
+        extra = ({"cache_mode": args.cache_mode, "temperature": args.temperature, "decode_attention": attns[0],
+                  "decode_kernel": args.decode_kernel} if fn is _jax_run else {})
         res = fn(batches[0], args.prompt, news[0], args.repeats, args.layers, **extra)
         with open(args._result, "w") as f:
             json.dump(res, f)
@@ -142,7 +153,7 @@ def main(argv=None):
             if args.only in (None, "jax"):
                 for attn in attns:
                     rows.append(_in_subprocess("jax", b, args.prompt, new, args.repeats, args.layers, args.cache_mode,
-                                               args.temperature, attn))
+                                               args.temperature, attn, args.decode_kernel))
                     print(rows[-1], flush=True)
             if args.only in (None, "hf") and str(new) in args.hf_new.split(","):
                 rows.append(_in_subprocess("hf", b, args.prompt, new, args.repeats, args.layers, args.cache_mode,

@@ -38,28 +38,16 @@ _MIN_ROWS = 16
 _NEG = -1e30  # finite "minus infinity" for the running max: exp2(_NEG - m) underflows to 0
 _LOG2E = 1.4426950408889634
 
-# Measured defaults (docs/BENCHMARKS.md, issue 19): slots per loop step, programs per (row,
-# kv head), Triton warps and pipeline stages.
-DEFAULT_BLOCK_K = 64
-DEFAULT_NUM_WARPS = 4
-DEFAULT_NUM_STAGES = 3
-_TARGET_PROGRAMS = 4 * 132  # a few waves of an H100/H200 (132 SMs)
+# Tuning defaults, read when a call is traced (docs/BENCHMARKS.md, issue 19): slots per loop
+# step, Triton warps and pipeline stages, and the programs to aim for over the whole grid (a
+# few waves of an H100/H200's 132 SMs). Benchmarks may set them before the first call.
+DEFAULTS = {"block_k": 64, "num_warps": 4, "num_stages": 3, "n_split": None, "target_programs": 4 * 132}
 
 
-def _kernel(start_ref, end_ref, q_ref, k_ref, v_ref, o_ref, m_ref, l_ref, *, block_k: int, n_split: int,
-            scale: float):
-    j = pl.program_id(2)  # which share of the row's valid blocks
-    start = start_ref[()]
-    end = end_ref[()]
-    q = q_ref[...]  # [G16, H]
+def _attend(start, end, q, k_ref, v_ref, lo, hi, *, block_k: int, scale: float):
+    """Online softmax over the cache blocks [lo, hi): (acc [G16, H], running max [G16] in log2
+    units, sum of exponentials [G16]), all float32, unnormalised."""
     rows, head_dim = q.shape
-    # The valid slots' blocks [b0, b1), split evenly over the n_split programs of this (row,
-    # kv head): the work follows the filled length, not the allocated cache.
-    b0 = start // block_k
-    b1 = jnp.where(end > start, (end + block_k - 1) // block_k, b0)
-    per = (b1 - b0 + n_split - 1) // n_split
-    lo = b0 + j * per
-    hi = jnp.minimum(b1, lo + per)
 
     def body(i, carry):
         acc, m, l = carry
@@ -77,16 +65,46 @@ def _kernel(start_ref, end_ref, q_ref, k_ref, v_ref, o_ref, m_ref, l_ref, *, blo
 
     init = (jnp.zeros((rows, head_dim), jnp.float32), jnp.full((rows,), _NEG, jnp.float32),
             jnp.zeros((rows,), jnp.float32))
-    acc, m, l = jax.lax.fori_loop(lo, jnp.maximum(lo, hi), body, init)
+    return jax.lax.fori_loop(lo, jnp.maximum(lo, hi), body, init)
+
+
+def _valid_blocks(start, end, block_k: int):
+    """The blocks [b0, b1) holding the slots [start, end) (empty when start >= end)."""
+    b0 = start // block_k
+    return b0, jnp.where(end > start, (end + block_k - 1) // block_k, b0)
+
+
+def _kernel(start_ref, end_ref, q_ref, k_ref, v_ref, o_ref, m_ref, l_ref, *, block_k: int, n_split: int,
+            scale: float):
+    """One share of a (row, kv head)'s valid blocks; unnormalised outputs merged by the caller.
+    The shares are cut from the valid range at run time: the work follows the filled length,
+    not the allocated cache."""
+    j = pl.program_id(2)
+    start, end = start_ref[()], end_ref[()]
+    b0, b1 = _valid_blocks(start, end, block_k)
+    per = (b1 - b0 + n_split - 1) // n_split
+    lo = b0 + j * per
+    acc, m, l = _attend(start, end, q_ref[...], k_ref, v_ref, lo, jnp.minimum(b1, lo + per), block_k=block_k,
+                        scale=scale)
     o_ref[...] = acc
     m_ref[...] = m
     l_ref[...] = l
 
 
+def _kernel_whole(start_ref, end_ref, q_ref, k_ref, v_ref, o_ref, *, block_k: int, scale: float):
+    """A (row, kv head)'s whole valid range in one program, normalised in place (no merge)."""
+    start, end = start_ref[()], end_ref[()]
+    b0, b1 = _valid_blocks(start, end, block_k)
+    acc, _, l = _attend(start, end, q_ref[...], k_ref, v_ref, b0, b1, block_k=block_k, scale=scale)
+    o_ref[...] = (acc / jnp.where(l > 0, l, 1.0)[:, None]).astype(o_ref.dtype)
+
+
 def default_n_split(batch: int, kv_heads: int, slots: int, block_k: int) -> int:
-    """Programs per (row, kv head): enough that B·K·n_split fills the GPU a few times over,
-    at most one per cache block."""
-    return max(1, min(slots // block_k, math.ceil(_TARGET_PROGRAMS / (batch * kv_heads))))
+    """Programs per (row, kv head): DEFAULTS["n_split"] if set, else enough that B·K·n_split
+    reaches DEFAULTS["target_programs"]; at most one per cache block."""
+    if DEFAULTS["n_split"]:
+        return max(1, min(slots // block_k, DEFAULTS["n_split"]))
+    return max(1, min(slots // block_k, math.ceil(DEFAULTS["target_programs"] / (batch * kv_heads))))
 
 
 @functools.partial(jax.jit, static_argnames=("block_k", "n_split", "num_warps", "num_stages", "interpret"))
@@ -99,21 +117,21 @@ def decode_attention(
     *,
     block_k: int | None = None,
     n_split: int | None = None,
-    num_warps: int = DEFAULT_NUM_WARPS,
-    num_stages: int = DEFAULT_NUM_STAGES,
+    num_warps: int | None = None,
+    num_stages: int | None = None,
     interpret: bool = False,
 ) -> Float[Array, "B N H"]:
     """softmax(q·kᵀ/√H)·v over the slots [start, end) of each row; query heads grouped over
     the K kv heads (N = K·G). A row with start >= end reads no cache and gets zeros (the
     sampler passes that for finished rows). Reads only the blocks of `block_k` slots that
-    hold valid slots (default: 64, or 32 / 16 where S is not a multiple of 64), split evenly
+    hold valid slots (default: DEFAULTS, or 64 / 32 / 16 where S is not a multiple of it), split evenly
     over `n_split` programs per row and kv head (default `default_n_split`; 1 when interpreted).
     `interpret=True` runs the kernel in Python (CPU tests)."""
     b, n, h = q.shape
     kv, s = k.shape[1], k.shape[2]
     g = n // kv
     if block_k is None:
-        block_k = next((c for c in (DEFAULT_BLOCK_K, 64, 32, 16) if s % c == 0), 0)
+        block_k = next((c for c in (DEFAULTS["block_k"], 64, 32, 16) if s % c == 0), 0)
         if not block_k:
             raise ValueError(f"decode attention needs a cache length that is a multiple of 16, got {s}")
     if s % block_k:
@@ -124,18 +142,28 @@ def decode_attention(
     qg = q.reshape(b, kv, g, h)
     if rows != g:
         qg = jnp.pad(qg, ((0, 0), (0, 0), (0, rows - g), (0, 0)))
-    kernel = functools.partial(_kernel, block_k=block_k, n_split=n_split, scale=h**-0.5)
+    num_warps = num_warps or DEFAULTS["num_warps"]
+    num_stages = num_stages or DEFAULTS["num_stages"]
+    params = plt.CompilerParams(num_warps=num_warps, num_stages=num_stages)
+    scalar = pl.BlockSpec((None,), lambda i, c, *_: (i,))
+    q_spec = pl.BlockSpec((None, None, rows, h), lambda i, c, *_: (i, c, 0, 0))
+    # The whole [S, H] of one row and kv head: the program picks its blocks itself.
+    kv_spec = pl.BlockSpec((None, None, s, h), lambda i, c, *_: (i, c, 0, 0))
+    args = (start.astype(jnp.int32), end.astype(jnp.int32), qg, k, v)
+    if n_split == 1:
+        out = pl.pallas_call(
+            functools.partial(_kernel_whole, block_k=block_k, scale=h**-0.5),
+            grid=(b, kv),
+            in_specs=[scalar, scalar, q_spec, kv_spec, kv_spec],
+            out_specs=pl.BlockSpec((None, None, rows, h), lambda i, c: (i, c, 0, 0)),
+            out_shape=jax.ShapeDtypeStruct((b, kv, rows, h), q.dtype),
+            compiler_params=params, interpret=interpret, name="decode_attention",
+        )(*args)
+        return out[:, :, :g].reshape(b, n, h)
     acc, m, l = pl.pallas_call(
-        kernel,
+        functools.partial(_kernel, block_k=block_k, n_split=n_split, scale=h**-0.5),
         grid=(b, kv, n_split),
-        in_specs=[
-            pl.BlockSpec((None,), lambda i, c, j: (i,)),
-            pl.BlockSpec((None,), lambda i, c, j: (i,)),
-            pl.BlockSpec((None, None, rows, h), lambda i, c, j: (i, c, 0, 0)),
-            # The whole [S, H] of one row and kv head: the program picks its blocks itself.
-            pl.BlockSpec((None, None, s, h), lambda i, c, j: (i, c, 0, 0)),
-            pl.BlockSpec((None, None, s, h), lambda i, c, j: (i, c, 0, 0)),
-        ],
+        in_specs=[scalar, scalar, q_spec, kv_spec, kv_spec],
         out_specs=[
             pl.BlockSpec((None, None, None, rows, h), lambda i, c, j: (i, c, j, 0, 0)),
             pl.BlockSpec((None, None, None, rows), lambda i, c, j: (i, c, j, 0)),
@@ -146,10 +174,8 @@ def decode_attention(
             jax.ShapeDtypeStruct((b, kv, n_split, rows), jnp.float32),
             jax.ShapeDtypeStruct((b, kv, n_split, rows), jnp.float32),
         ],
-        compiler_params=plt.CompilerParams(num_warps=num_warps, num_stages=num_stages),
-        interpret=interpret,
-        name="decode_attention",
-    )(start.astype(jnp.int32), end.astype(jnp.int32), qg, k, v)
+        compiler_params=params, interpret=interpret, name="decode_attention",
+    )(*args)
     # Merge the splits: each holds an unnormalised sum under its own running max (log2 units).
     acc, m, l = acc[:, :, :, :g], m[:, :, :, :g], l[:, :, :, :g]
     m_all = m.max(axis=2, keepdims=True)
