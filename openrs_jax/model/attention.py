@@ -67,6 +67,17 @@ class KVCache:
         )
 
 
+def to_cache_dtype(x: Array, dtype) -> Array:
+    """x in the cache's dtype. A float8 cache (the sampler's option) stores values unscaled,
+    as vLLM does with its default scale 1.0, saturated at the format's largest finite value
+    (a plain cast would turn them into NaN)."""
+    dtype = jnp.dtype(dtype)
+    if dtype.itemsize == 1 and jnp.issubdtype(dtype, jnp.floating):
+        big = float(jnp.finfo(dtype).max)
+        x = jnp.clip(x.astype(jnp.float32), -big, big)
+    return x.astype(dtype)
+
+
 def xla_attention(
     q: Float[Array, "B T N H"],
     k: Float[Array, "B K S H"],
@@ -148,8 +159,8 @@ class Attention(nnx.Module):
         if cache is not None:
             zero = jnp.zeros((), jnp.int32)
             kt, vt = k.swapaxes(1, 2), v.swapaxes(1, 2)  # [B, K, T, H]
-            ck = jax.lax.dynamic_update_slice(cache.k, kt.astype(cache.k.dtype), (zero, zero, cache_index, zero))
-            cv = jax.lax.dynamic_update_slice(cache.v, vt.astype(cache.v.dtype), (zero, zero, cache_index, zero))
+            ck = jax.lax.dynamic_update_slice(cache.k, to_cache_dtype(kt, cache.k.dtype), (zero, zero, cache_index, zero))
+            cv = jax.lax.dynamic_update_slice(cache.v, to_cache_dtype(vt, cache.v.dtype), (zero, zero, cache_index, zero))
             new_cache = LayerCache(ck, cv)
             if decode_attn is not None:
                 # The kernel reads only the rows' valid slots: no slicing (a slice of the
