@@ -17,7 +17,7 @@ from the first prompt token), every later slot up to the one just written is val
 past it are empty. (`Qwen2.forward_cached` derives start/end from the cache's `valid` mask.)
 An empty range (start >= end) gives zeros.
 
-Precision: bf16 (or float32) q, k, v; scores, softmax statistics and the accumulator in
+Precision: bf16 (or float32) q, k, v (a float8 cache is widened to q's dtype on load); scores, softmax statistics and the accumulator in
 float32; probabilities rounded to v's dtype for the p·v product (as the XLA path does);
 split outputs merged in float32.
 """
@@ -38,10 +38,13 @@ _MIN_ROWS = 16
 _NEG = -1e30  # finite "minus infinity" for the running max: exp2(_NEG - m) underflows to 0
 _LOG2E = 1.4426950408889634
 
-# Tuning defaults, read when a call is traced (docs/BENCHMARKS.md, issue 19): slots per loop
-# step, Triton warps and pipeline stages, and the programs to aim for over the whole grid (a
-# few waves of an H100/H200's 132 SMs). Benchmarks may set them before the first call.
-DEFAULTS = {"block_k": 64, "num_warps": 4, "num_stages": 3, "n_split": None, "target_programs": 4 * 132}
+# Tuning defaults, read when a call is traced: slots per loop step, Triton warps and pipeline
+# stages, and the programs to aim for over the whole grid. Swept on an H200 (docs/BENCHMARKS.md,
+# issue 19: 28 layers' caches per timed call): block 64, 4 warps, 3 stages were best or within
+# 2 % at batch 96 and 72, contexts 768 and 2048; one program per (row, kv head) at batch 96
+# (192 programs), two at batch 72; more shares lost to the merge epilogue. Benchmarks may set
+# them before the first call.
+DEFAULTS = {"block_k": 64, "num_warps": 4, "num_stages": 3, "n_split": None, "target_programs": 192}
 
 
 def _attend(start, end, q, k_ref, v_ref, lo, hi, *, block_k: int, scale: float):
@@ -51,7 +54,7 @@ def _attend(start, end, q, k_ref, v_ref, lo, hi, *, block_k: int, scale: float):
 
     def body(i, carry):
         acc, m, l = carry
-        k = k_ref[pl.ds(i * block_k, block_k), :]  # [bk, H]
+        k = k_ref[pl.ds(i * block_k, block_k), :].astype(q.dtype)  # [bk, H] (a float8 cache widened)
         s = plt.dot(q, k, trans_b=True) * (scale * _LOG2E)  # [G16, bk] float32, log2 units
         slot = i * block_k + jnp.arange(block_k)
         valid = ((slot >= start) & (slot < end))[None, :]
@@ -59,7 +62,7 @@ def _attend(start, end, q, k_ref, v_ref, lo, hi, *, block_k: int, scale: float):
         m_new = jnp.maximum(m, s.max(axis=1))
         p = jnp.where(valid, jnp.exp2(s - m_new[:, None]), 0.0)
         corr = jnp.exp2(m - m_new)
-        v = v_ref[pl.ds(i * block_k, block_k), :]
+        v = v_ref[pl.ds(i * block_k, block_k), :].astype(q.dtype)
         acc = acc * corr[:, None] + plt.dot(p.astype(v.dtype), v)
         return acc, m_new, l * corr + p.sum(axis=1)
 

@@ -127,6 +127,12 @@ class JaxEngine(RolloutEngine):
     decode_attention: "pallas" (the fused decode kernel of `openrs_jax.model.decode_attention`),
       "xla", or "auto": pallas on one GPU when the compute dtype is bf16/fp16, else xla.
     sampling_noise: Gumbel noise of the sampler, "hash" or "threefry" (`rollout.sampling`).
+    kv_cache_dtype: the KV cache's dtype (None: the compute dtype). "float8_e4m3fn" halves the
+      bytes every decode step reads from the cache (values stored unscaled and saturated, as
+      vLLM's fp8 cache with scale 1.0); the sampled log-probs then differ a little from the
+      trainer's (measure `sampling/sampling_logp_difference`).
+    compiler_options: XLA options for the prefill and decode programs (e.g.
+      {"xla_gpu_enable_triton_gemm": False}); the other programs of the process keep theirs.
     """
 
     def __init__(
@@ -149,6 +155,8 @@ class JaxEngine(RolloutEngine):
         pow2_rows: bool = False,
         decode_attention: str = "auto",
         sampling_noise: str = "hash",
+        kv_cache_dtype: str | None = None,
+        compiler_options: dict[str, Any] | None = None,
         verbose: bool = False,
     ):
         if cache_mode not in ("auto", "full", "grow", "slice"):
@@ -185,6 +193,8 @@ class JaxEngine(RolloutEngine):
         self.compact = compact
         self.compact_min_rows = compact_min_rows
         self.sampling_noise = sampling_noise
+        self.kv_dtype = jnp.dtype(kv_cache_dtype or model.config.dtype)
+        self.compiler_options = dict(compiler_options or {})
         self.verbose = verbose
         self.weight_version = 0
         self.last_stats: dict[str, float] = {}
@@ -219,7 +229,7 @@ class JaxEngine(RolloutEngine):
     def kv_bytes_per_slot(self) -> int:
         """Bytes of K and V of one row's cache slot over all layers."""
         cfg = self.config
-        return 2 * cfg.num_layers * cfg.num_kv_heads * cfg.resolved_head_dim * jnp.dtype(cfg.dtype).itemsize
+        return 2 * cfg.num_layers * cfg.num_kv_heads * cfg.resolved_head_dim * self.kv_dtype.itemsize
 
     def resolved_cache_mode(self, rows: int, full_len: int) -> str:
         if self.cache_mode != "auto":
@@ -265,7 +275,7 @@ class JaxEngine(RolloutEngine):
         def init(token, pos, keys):
             b = token.shape[0]
             cache = KVCache.init(cfg.num_layers, b, lay.cache_len, cfg.num_kv_heads, cfg.resolved_head_dim,
-                                 jnp.dtype(cfg.dtype))
+                                 self.kv_dtype)
             return DecodeState(
                 cache=cache, token=token, pos=pos, done=jnp.zeros((b,), bool),
                 out_tokens=jnp.full((b, lay.max_new), pad_id, jnp.int32),
@@ -299,7 +309,7 @@ class JaxEngine(RolloutEngine):
             cache = dataclasses.replace(cache, index=start + lay.chunk - 1)
             return dataclasses.replace(state, cache=cache)
 
-        fn = jax.jit(chunk, donate_argnums=(1,))
+        fn = jax.jit(chunk, donate_argnums=(1,), compiler_options=self.compiler_options or None)
         self._fns[key] = fn
         return fn
 
@@ -344,7 +354,7 @@ class JaxEngine(RolloutEngine):
             # time (docs/BENCHMARKS.md, decode optimisation log).
             return jax.lax.while_loop(cond, body, state)
 
-        fn = jax.jit(segment, donate_argnums=(1,))
+        fn = jax.jit(segment, donate_argnums=(1,), compiler_options=self.compiler_options or None)
         self._fns[key] = fn
         return fn
 

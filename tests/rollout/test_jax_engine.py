@@ -139,6 +139,30 @@ def test_sharded_engine_matches_single_device(tiny_pair, attn):
     np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
 
 
+@pytest.mark.parametrize("attn", ["xla", "pallas"])
+def test_float8_kv_cache_stays_close(tiny_pair, attn):
+    """kv_cache_dtype float8: half the cache bytes; greedy decoding starts the same and the
+    sampled log-probs stay within float8 rounding of the full-precision cache's."""
+    _, model, _ = tiny_pair
+    kw = dict(eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=8, prompt_bucket=4, prefill_chunk=4,
+              decode_attention=attn)
+    sp = SamplingParams(max_new_tokens=8, temperature=0.0)
+    full = JaxEngine(model, **kw)
+    f8 = JaxEngine(model, kv_cache_dtype="float8_e4m3fn", **kw)
+    assert f8.kv_bytes_per_slot() * 4 == full.kv_bytes_per_slot()  # float32 model: 4 bytes -> 1
+    a, b = full.generate(PROMPTS, 1, sp), f8.generate(PROMPTS, 1, sp)
+    np.testing.assert_array_equal(a.completion_ids[:, :2], b.completion_ids[:, :2])
+    assert np.isfinite(b.logprobs).all()
+    np.testing.assert_allclose(b.logprobs[:, 0], a.logprobs[:, 0], atol=0.05)
+
+
+def test_float8_cache_writes_saturate():
+    from openrs_jax.model.attention import to_cache_dtype
+
+    got = to_cache_dtype(jnp.asarray([1e4, -1e4, 1.0, 0.5], jnp.bfloat16), jnp.float8_e4m3fn)
+    np.testing.assert_array_equal(np.asarray(got, np.float32), [448.0, -448.0, 1.0, 0.5])
+
+
 def test_stop_tokens_and_update_weights(tiny_pair):
     _, model, _ = tiny_pair
     engine = JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=16, prompt_bucket=4)
