@@ -8,7 +8,7 @@ OUT=${1:?out dir}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:${PYTHONPATH:-}
 B="python3 -m openrs_jax.bench.decode --only jax --batches 96"
 date -u
-for v in base:'' cublas:'{"xla_gpu_enable_triton_gemm": false}' nosplitk:'{"xla_gpu_enable_split_k_autotuning": false}'; do
+for v in base:'' cublas:'{"xla_gpu_enable_triton_gemm": false}'; do
   name=${v%%:*}; opts=${v#*:}
   echo "== probe $name $opts"
   $B --new 1024 ${opts:+--compiler-options "$opts"} --out /tmp/probe_$name.json 2>&1 | grep -v -i warn | tail -3
