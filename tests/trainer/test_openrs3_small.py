@@ -83,6 +83,8 @@ def test_openrs3_small_jax_engine(tmp_path, shared_data, small_r1):
     trainer = Trainer(cfg)
     trainer.run()
     _check_run(tmp_path)
+    # Step 2's rollout (other prompt lengths) ran the programs step 1 compiled (issue 19).
+    assert trainer.engine.last_stats["rollout/compiles"] == 0, trainer.engine.last_stats
     # Parameters were trained sharded: FSDP over D and tensor parallel over the heads.
     q = trainer.params["layers"][0]["attn"]["q_proj"][...]
     assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
