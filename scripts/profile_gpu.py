@@ -106,7 +106,7 @@ def profile_decode(args, out: pathlib.Path) -> dict:
     cfg = deepseek_r1_distill_qwen_1p5b(**({} if args.layers is None else {"num_layers": args.layers}))
     model = create_sharded(cfg, seed=0)
     engine = JaxEngine(model, eos_token_ids=[], pad_token_id=0, max_batch_size=args.batch,
-                       segment_len=args.segment_len)
+                       segment_len=args.segment_len, max_prompt_len=512)  # the recipes' prompt limit
     prompts = common.np_random_tokens(args.batch, args.prompt, 150000).tolist()
     sp = SamplingParams(max_new_tokens=args.new, temperature=args.temperature, top_p=args.top_p, seed=0)
     engine.generate(prompts, 1, sp)  # compile every segment shape

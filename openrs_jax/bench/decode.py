@@ -39,6 +39,7 @@ def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None
     model = create_sharded(cfg, seed=0)
     # No EOS: measure full-length decoding.
     engine = JaxEngine(model, eos_token_ids=[], pad_token_id=0, max_batch_size=batch, cache_mode=cache_mode,
+                       max_prompt_len=512,  # as the trainer passes the recipes' prompt limit
                        decode_attention=decode_attention, kv_cache_dtype=kv_dtype,
                        compiler_options=json.loads(compiler_options) if compiler_options else None)
     prompts = common.np_random_tokens(batch, prompt, 150000).tolist()

@@ -9,8 +9,9 @@
 
 A fixed set of programs per batch shape, compiled once and reused by every later call (and
 by later runs through JAX's persistent compilation cache): the prompts of a call are
-left-padded into a prompt region of `prompt_bucket` slots (512: every prompt of the recipes),
-prefilled `prefill_chunk` tokens at a time by one program, and the decode starts by feeding
+left-padded into a prompt region of `max_prompt_len` slots (the trainer passes the data's
+prompt limit, 512 in the recipes; without it, the longest prompt rounded up to
+`prompt_bucket`), prefilled `prefill_chunk` tokens at a time by one program, and the decode starts by feeding
 each row's last prompt token again (step 0 samples the first completion token). So neither
 the prompt length nor the filled length of the cache shapes a program; the rollout stats say
 how many compilations a call ran (`rollout/compiles`, `rollout/compile_s`).
@@ -111,10 +112,11 @@ class JaxEngine(RolloutEngine):
       (`sharding.SAMPLE_RULES` on `mesh`) by `update_weights`.
     eos_token_ids: tokens that end a completion (kept in it, like vLLM and HF).
     max_batch_size: rows decoded at once; larger requests are split.
-    prompt_bucket: the prompt region is the longest prompt rounded up to this (one region,
-      hence one set of programs, for all prompts up to it).
-    prefill_chunk: prompt tokens per prefill call (a divisor of `prompt_bucket`; a region
-      that is not a multiple of it is prefilled in one call).
+    max_prompt_len: the prompt region's length, for every call whose prompts fit (one set of
+      programs for all of them); None, or a longer prompt: the longest prompt rounded up to
+      `prompt_bucket`.
+    prefill_chunk: prompt tokens per prefill call (a region that is not a multiple of it is
+      prefilled in one call).
     kv_bucket: granularity of the cache length (grow/slice: of the read bound).
     segment_len: decode steps between host checks (early stop, compaction).
     compact: gather running rows into a smaller batch when at most half are running, down to
@@ -146,7 +148,8 @@ class JaxEngine(RolloutEngine):
         max_batch_size: int = 256,
         kv_bucket: int = 512,
         segment_len: int = 128,
-        prompt_bucket: int = 512,
+        max_prompt_len: int | None = None,
+        prompt_bucket: int = 128,
         prefill_chunk: int = 128,
         compact: bool = True,
         compact_min_rows: int | None = None,
@@ -189,6 +192,7 @@ class JaxEngine(RolloutEngine):
         self.kv_bucket = kv_bucket
         self.segment_len = segment_len
         self.prompt_bucket = prompt_bucket
+        self.max_prompt_len = max_prompt_len
         self.prefill_chunk = prefill_chunk
         self.compact = compact
         self.compact_min_rows = compact_min_rows
@@ -238,7 +242,10 @@ class JaxEngine(RolloutEngine):
         return "full" if self.decode_attention == "pallas" and fits else "grow"
 
     def _layout(self, rows: int, longest_prompt: int, max_new: int) -> tuple[_Layout, str]:
-        p = _round_up(longest_prompt, self.prompt_bucket)
+        if self.max_prompt_len is not None and longest_prompt <= self.max_prompt_len:
+            p = self.max_prompt_len
+        else:
+            p = _round_up(longest_prompt, self.prompt_bucket)
         chunk = self.prefill_chunk if p % self.prefill_chunk == 0 else p
         # Step t feeds slot p − 1 + t: the last step (t = max_new − 1) writes slot p + max_new − 2.
         full_len = _round_up(p + max_new - 1, self.kv_bucket)

@@ -101,14 +101,14 @@ def test_pow2_rows_pad_without_changing_samples(tiny_pair):
 @pytest.mark.parametrize("attn", ["xla", "pallas"])
 def test_no_compilation_after_the_first_call(tiny_pair, attn):
     """The openrs3 recipe's rollout shapes, shrunken: 2 prompts x G = 6 rows, prompts of any
-    length up to the 512-slot region. The first call compiles its programs; later calls with
+    length up to the 512-token prompt limit (the region the trainer asks for). The first call compiles its programs; later calls with
     other prompt lengths (other prefill chunk counts) compile nothing. pallas: the full-cache
     mode, where finished rows stay in the batch (no compaction below 128 rows); xla: the grow
     mode, rows decoding to the end (compaction would add shapes there)."""
     _, model, _ = tiny_pair
     eos = [EOS] if attn == "pallas" else []
     engine = JaxEngine(model, eos_token_ids=eos, pad_token_id=PAD, max_batch_size=12, segment_len=8,
-                       decode_attention=attn)
+                       max_prompt_len=512, decode_attention=attn)
     rng = np.random.default_rng(0)
     counts = []
     for call, lens in enumerate([(40, 90), (7, 200), (300, 3), (512, 1)]):
