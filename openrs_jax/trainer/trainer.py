@@ -235,6 +235,7 @@ class Trainer:
                 mesh=self.rollout_mesh or self.mesh,
                 rules=shd.SAMPLE_RULES,
                 max_batch_size=cfg.rollout.batch_size or cfg.completions_per_step,
+                max_prompt_len=cfg.data.max_prompt_length,  # one prompt region: no compile per prompt length
                 decode_attention=cfg.rollout.decode_attention,
             )
         from openrs_jax.rollout.vllm_engine import RetryPolicy, VLLMEngine
