@@ -98,10 +98,15 @@ def profile_decode(args, out: pathlib.Path) -> dict:
     from openrs_jax.rollout.base import SamplingParams
     from openrs_jax.rollout.jax_engine import JaxEngine
 
+    if args.decode_kernel:  # tuning of the fused kernel (JSON of decode_attention.DEFAULTS entries)
+        from openrs_jax.model import decode_attention as da
+
+        text = open(args.decode_kernel).read() if args.decode_kernel.endswith(".json") else args.decode_kernel
+        da.DEFAULTS.update(json.loads(text))
     cfg = deepseek_r1_distill_qwen_1p5b(**({} if args.layers is None else {"num_layers": args.layers}))
     model = create_sharded(cfg, seed=0)
     engine = JaxEngine(model, eos_token_ids=[], pad_token_id=0, max_batch_size=args.batch,
-                       segment_len=args.segment_len)
+                       segment_len=args.segment_len, max_prompt_len=512)  # the recipes' prompt limit
     prompts = common.np_random_tokens(args.batch, args.prompt, 150000).tolist()
     sp = SamplingParams(max_new_tokens=args.new, temperature=args.temperature, top_p=args.top_p, seed=0)
     engine.generate(prompts, 1, sp)  # compile every segment shape
@@ -156,6 +161,7 @@ def main(argv=None):
     ap.add_argument("--chunk", type=int, default=512)
     ap.add_argument("--layers", type=int, default=None)
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--decode-kernel", default=None, help="decode: JSON (or .json file) of decode_attention.DEFAULTS")
     args = ap.parse_args(argv)
     if args.batch is None:
         args.batch = 96 if args.what == "decode" else 6

@@ -74,6 +74,17 @@ class KVCache:
         )
 
 
+def to_cache_dtype(x: Array, dtype) -> Array:
+    """x in the cache's dtype. A float8 cache (the sampler's option) stores values unscaled,
+    as vLLM does with its default scale 1.0, saturated at the format's largest finite value
+    (a plain cast would turn them into NaN)."""
+    dtype = jnp.dtype(dtype)
+    if dtype.itemsize == 1 and jnp.issubdtype(dtype, jnp.floating):
+        big = float(jnp.finfo(dtype).max)
+        x = jnp.clip(x.astype(jnp.float32), -big, big)
+    return x.astype(dtype)
+
+
 class CacheView(NamedTuple):
     """One layer's view of the KV cache in a cached forward: its buffers and the slot where
     the T new tokens go (shared by all rows)."""
@@ -87,8 +98,8 @@ class CacheView(NamedTuple):
         at = (zero, zero, self.index, zero)
         kt, vt = k.swapaxes(1, 2), v.swapaxes(1, 2)  # [B, K, T, H]
         return LayerCache(
-            jax.lax.dynamic_update_slice(self.layer.k, kt.astype(self.layer.k.dtype), at),
-            jax.lax.dynamic_update_slice(self.layer.v, vt.astype(self.layer.v.dtype), at),
+            jax.lax.dynamic_update_slice(self.layer.k, to_cache_dtype(kt, self.layer.k.dtype), at),
+            jax.lax.dynamic_update_slice(self.layer.v, to_cache_dtype(vt, self.layer.v.dtype), at),
         )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jaxtyping import Array, Float, Int
+from jaxtyping import Array, Bool, Float, Int
 
 from openrs_jax import sharding as shd
 from openrs_jax.model.attention import Attention, AttentionOp, CacheView, KVCache, LayerCache, cudnn_op, xla_op
@@ -185,6 +185,7 @@ class CausalLM(nnx.Module):
         kv_read_len: int | None = None,
         last_n: int | None = None,
         decode_impl: str = "xla",
+        active_rows: Bool[Array, "B"] | None = None,
     ) -> tuple[Float[Array, "B T V"], KVCache]:
         """Prefill (T > 1) or decode (T = 1) step against a KV cache.
 
@@ -197,7 +198,9 @@ class CausalLM(nnx.Module):
         decode_impl="pallas" (decode steps, T = 1, on GPUs) runs the fused decode kernel
         (`decode_attention_op`), which takes each row's valid slots as one range: valid slots
         must be contiguous, as they are for left-padded prompts followed by generated tokens
-        (the sampler). Prefill (T > 1) always runs the XLA path.
+        (the sampler). Prefill (T > 1) always runs the XLA path. `active_rows` (pallas decode
+        only): rows marked False read no cache (finished rows of the sampler; their outputs
+        are garbage).
         """
         b, t = tokens.shape
         if decode_impl not in ("xla", "pallas"):
@@ -205,7 +208,8 @@ class CausalLM(nnx.Module):
         index = cache.index
         valid = jax.lax.dynamic_update_slice(cache.valid, attention_mask != 0, (jnp.zeros((), jnp.int32), index))
         if decode_impl == "pallas" and t == 1:
-            attend = decode_attention_op(valid, index, self.mesh, None if self.rules is None else dict(self.rules))
+            attend = decode_attention_op(valid, index, self.mesh, None if self.rules is None else dict(self.rules),
+                                         active_rows=active_rows)
         else:
             s = kv_read_len or cache.max_length
             q_slots = index + jnp.arange(t)[:, None]  # [T, 1]

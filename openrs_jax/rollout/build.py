@@ -54,6 +54,8 @@ class EngineSpec:
         return cls(
             kind=rollout.engine,
             jax_options={"max_batch_size": rollout.batch_size or cfg.completions_per_step,
+                         # One prompt region: the same rollout programs for every step's prompts.
+                         "max_prompt_len": cfg.data.max_prompt_length,
                          "decode_attention": rollout.decode_attention},
             vllm=VLLMOptions(
                 url=None if rollout.vllm_launch else rollout.vllm_server_url,

@@ -1,22 +1,36 @@
 """The built-in JAX sampler: the embedded default rollout engine (nothing to start).
 
-    prompts ─left-pad─► prefill (one jit) ─► decode segments: lax.while_loop, KV cache donated
-                                                  │ host check between segments:
-                                                  │  all done → stop; few rows left → compact
-                                                  ▼
-                                             RolloutBatch (host numpy)
+    prompts ─left-pad into a prompt region─► prefill: fixed-size chunks written into the cache
+            ─► decode segments: lax.while_loop, KV cache donated
+                  │ host check between segments:
+                  │  all done → stop; few rows left → compact
+                  ▼
+             RolloutBatch (host numpy)
+
+A fixed set of programs per batch shape, compiled once and reused by every later call (and
+by later runs through JAX's persistent compilation cache): the prompts of a call are
+left-padded into a prompt region of `max_prompt_len` slots (the trainer passes the data's
+prompt limit, 512 in the recipes; without it, the longest prompt rounded up to
+`prompt_bucket`), prefilled `prefill_chunk` tokens at a time by one program, and the decode starts by feeding
+each row's last prompt token again (step 0 samples the first completion token). So neither
+the prompt length nor the filled length of the cache shapes a program; the rollout stats say
+how many compilations a call ran (`rollout/compiles`, `rollout/compile_s`).
 
 Decode is memory-bound: every step reads the weights and the KV cache. So:
-1. Each segment reads only the cache slots that can be filled by its end, not a cache
-   preallocated for the longest completion. `cache_mode="grow"` (default) keeps the cache
-   exactly that long and pads it by `kv_bucket` slots between segments (one copy per
-   segment, no slicing in the loop); `"slice"` preallocates everything and reads a static
-   prefix (`kv_read_len`) each step.
+1. Each step reads only the cache slots that hold tokens. `cache_mode="full"` (the default
+   with the fused decode kernel, while the cache for the longest completion fits
+   `full_cache_max_bytes`) allocates the cache once and the kernel reads each row's valid
+   range, cut at run time; finished rows read none. `"grow"` (the XLA attention path) keeps
+   the cache exactly as long as the segment needs and pads it by `kv_bucket` slots between
+   segments (one program per length); `"slice"` preallocates and reads a static prefix.
 2. The loop stops as soon as every row has produced EOS / a stop token (checked on device in
    the loop condition and on the host between segments).
 3. Between segments, when at most half of the rows are still running, the running rows are
-   gathered into a smaller batch (a power of two, divisible by the data-parallel size), so
-   finished rows stop costing KV reads and FLOPs.
+   gathered into a smaller batch (a power of two, divisible by the data-parallel size, at
+   least `compact_min_rows`), so finished rows stop costing FLOPs and, on the XLA path, KV
+   reads. With the fused kernel finished rows read no cache anyway, and a decode step below
+   ~128 rows costs about the weights' read whatever the rows: by default the full-cache mode
+   compacts only down to 128 rows (the recipe's 72 rows never compact: one decode program).
 
 Per-row PRNG: row r of a call with seed s samples step t with
 `fold_in(fold_in(fold_in(key(s), r), t)`, so results do not depend on compaction or batching.
@@ -36,6 +50,7 @@ import numpy as np
 from flax import nnx
 
 from openrs_jax import sharding as shd
+from openrs_jax.compile_stats import CompileCounter
 from openrs_jax.model import KVCache, Qwen2, abstract_model
 from openrs_jax.rollout.base import FINISH_LENGTH, RolloutBatch, RolloutEngine, SamplingParams, pack_arrays
 from openrs_jax.rollout.sampling import sample_tokens
@@ -56,7 +71,7 @@ class DecodeState:
     """Loop carry. B rows; M = max new tokens."""
 
     cache: KVCache
-    token: jax.Array  # [B] last sampled token (fed at the next step)
+    token: jax.Array  # [B] token fed at the next step (the last prompt token at step 0)
     pos: jax.Array  # [B] position id of `token`
     done: jax.Array  # [B] bool
     out_tokens: jax.Array  # [B, M] int32
@@ -67,13 +82,28 @@ class DecodeState:
 
 @dataclasses.dataclass(frozen=True)
 class _Static:
-    """Everything that shapes a compilation."""
+    """The sampling settings that shape a compilation."""
 
     temperature: float
     top_k: int
     top_p: float
     stop_ids: tuple[int, ...]
     pad_id: int
+    logprob_temperature: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+    """One batch's shapes: B rows, a prompt region of P slots (the last prompt token of every
+    row at slot P − 1), prefill chunks of C tokens, a cache of `cache_len` slots at the
+    start (the whole `full_len` unless it grows), M new tokens."""
+
+    rows: int
+    prompt_slots: int
+    chunk: int
+    cache_len: int
+    full_len: int
+    max_new: int
 
 
 class JaxEngine(RolloutEngine):
@@ -83,14 +113,29 @@ class JaxEngine(RolloutEngine):
       (`sharding.SAMPLE_RULES` on `mesh`) by `update_weights`.
     eos_token_ids: tokens that end a completion (kept in it, like vLLM and HF).
     max_batch_size: rows decoded at once; larger requests are split.
-    kv_bucket: granularity of the cache read bound (fewer compilations vs. fewer wasted reads).
+    max_prompt_len: the prompt region's length, for every call whose prompts fit (one set of
+      programs for all of them); None, or a longer prompt: the longest prompt rounded up to
+      `prompt_bucket`.
+    prefill_chunk: prompt tokens per prefill call (a region that is not a multiple of it is
+      prefilled in one call).
+    kv_bucket: granularity of the cache length (grow/slice: of the read bound).
     segment_len: decode steps between host checks (early stop, compaction).
-    compact: gather running rows into a smaller batch when at most half are running.
+    compact: gather running rows into a smaller batch when at most half are running, down to
+      `compact_min_rows` (None: 128 in the full-cache mode, else the data-parallel size).
+    cache_mode: "auto" (full with the fused kernel when the full cache fits
+      `full_cache_max_bytes`, else grow), "full", "grow" or "slice" (module docstring).
     pow2_rows: pad each batch to a power of two rows (at most `max_batch_size`), so calls
       with varying numbers of prompts (evaluation chunks) reuse a few compiled shapes;
       the training loop's batch is constant and leaves it off.
     decode_attention: "pallas" (the fused decode kernel of `openrs_jax.model.decode_attention`),
       "xla", or "auto": pallas on one GPU when the compute dtype is bf16/fp16, else xla.
+    sampling_noise: Gumbel noise of the sampler, "hash" or "threefry" (`rollout.sampling`).
+    kv_cache_dtype: the KV cache's dtype (None: the compute dtype). "float8_e4m3fn" halves the
+      bytes every decode step reads from the cache (values stored unscaled and saturated, as
+      vLLM's fp8 cache with scale 1.0); the sampled log-probs then differ a little from the
+      trainer's (measure `sampling/sampling_logp_difference`).
+    compiler_options: XLA options for the prefill and decode programs (e.g.
+      {"xla_gpu_enable_triton_gemm": False}); the other programs of the process keep theirs.
     """
 
     def __init__(
@@ -104,17 +149,26 @@ class JaxEngine(RolloutEngine):
         max_batch_size: int = 256,
         kv_bucket: int = 512,
         segment_len: int = 128,
-        prompt_bucket: int = 32,
+        max_prompt_len: int | None = None,
+        prompt_bucket: int = 128,
+        prefill_chunk: int = 128,
         compact: bool = True,
-        cache_mode: str = "grow",
+        compact_min_rows: int | None = None,
+        cache_mode: str = "auto",
+        full_cache_max_bytes: float = 40e9,
         pow2_rows: bool = False,
         decode_attention: str = "auto",
+        sampling_noise: str = "hash",
+        kv_cache_dtype: str | None = None,
+        compiler_options: dict[str, Any] | None = None,
         verbose: bool = False,
     ):
-        if cache_mode not in ("grow", "slice"):
-            raise ValueError(f"cache_mode must be 'grow' or 'slice', got {cache_mode!r}")
+        if cache_mode not in ("auto", "full", "grow", "slice"):
+            raise ValueError(f"cache_mode must be 'auto', 'full', 'grow' or 'slice', got {cache_mode!r}")
         if decode_attention not in ("auto", "xla", "pallas"):
             raise ValueError(f"decode_attention must be 'auto', 'xla' or 'pallas', got {decode_attention!r}")
+        if sampling_noise not in ("hash", "threefry"):
+            raise ValueError(f"sampling_noise must be 'hash' or 'threefry', got {sampling_noise!r}")
         if decode_attention == "auto":
             # Multi-device sampling meshes keep the XLA path by default: the kernel's shard_map
             # path is tested on CPU devices only, not yet measured on GPUs.
@@ -124,9 +178,12 @@ class JaxEngine(RolloutEngine):
         if decode_attention == "pallas" and kv_bucket % 16:
             raise ValueError(f"decode_attention='pallas' needs kv_bucket to be a multiple of 16 (the kernel's "
                              f"smallest block of cache slots), got {kv_bucket}")
+        if min(prompt_bucket, prefill_chunk, kv_bucket, segment_len) < 1:
+            raise ValueError("prompt_bucket, prefill_chunk, kv_bucket and segment_len must be >= 1")
         self.decode_attention = decode_attention
         self.pow2_rows = pow2_rows
         self.cache_mode = cache_mode
+        self.full_cache_max_bytes = full_cache_max_bytes
         self.config = model.config
         self.mesh = mesh
         self.rules = dict(shd.SAMPLE_RULES if rules is None else rules)
@@ -136,7 +193,13 @@ class JaxEngine(RolloutEngine):
         self.kv_bucket = kv_bucket
         self.segment_len = segment_len
         self.prompt_bucket = prompt_bucket
+        self.max_prompt_len = max_prompt_len
+        self.prefill_chunk = prefill_chunk
         self.compact = compact
+        self.compact_min_rows = compact_min_rows
+        self.sampling_noise = sampling_noise
+        self.kv_dtype = jnp.dtype(kv_cache_dtype or model.config.dtype)
+        self.compiler_options = dict(compiler_options or {})
         self.verbose = verbose
         self.weight_version = 0
         self.last_stats: dict[str, float] = {}
@@ -167,41 +230,94 @@ class JaxEngine(RolloutEngine):
     def _cast(state, dtype):
         return jax.tree.map(lambda x: x.astype(dtype), state)
 
+    # ------------------------------------------------------------------ layout
+    def kv_bytes_per_slot(self) -> int:
+        """Bytes of K and V of one row's cache slot over all layers."""
+        cfg = self.config
+        return 2 * cfg.num_layers * cfg.num_kv_heads * cfg.resolved_head_dim * self.kv_dtype.itemsize
+
+    def resolved_cache_mode(self, rows: int, full_len: int) -> str:
+        if self.cache_mode != "auto":
+            return self.cache_mode
+        fits = rows * full_len * self.kv_bytes_per_slot() <= self.full_cache_max_bytes
+        return "full" if self.decode_attention == "pallas" and fits else "grow"
+
+    def _layout(self, rows: int, longest_prompt: int, max_new: int) -> tuple[_Layout, str]:
+        if self.max_prompt_len is not None and longest_prompt <= self.max_prompt_len:
+            p = self.max_prompt_len
+        else:
+            p = _round_up(longest_prompt, self.prompt_bucket)
+        chunk = self.prefill_chunk if p % self.prefill_chunk == 0 else p
+        # Step t feeds slot p − 1 + t: the last step (t = max_new − 1) writes slot p + max_new − 2.
+        full_len = _round_up(p + max_new - 1, self.kv_bucket)
+        mode = self.resolved_cache_mode(rows, full_len)
+        cache_len = full_len
+        if mode == "grow":
+            cache_len = min(full_len, _round_up(p + min(self.segment_len, max_new) - 1, self.kv_bucket))
+        return _Layout(rows, p, chunk, cache_len, full_len, max_new), mode
+
+    def _min_rows(self, mode: str) -> int:
+        floor = self.compact_min_rows
+        if floor is None:
+            floor = 128 if mode == "full" else 1
+        return max(self._dp, floor)
+
     # ------------------------------------------------------------------ jitted phases
     def _batch_sharding(self, ndim: int):
         if self.mesh is None:
             return None
         return shd.batch_sharding(self.mesh, self.rules, ndim)
 
-    def _prefill_fn(self, st: _Static, max_new: int, cache_len: int):
-        key = ("prefill", st, max_new, cache_len)
+    def _state_sharding(self, x):
+        if x.ndim == 0:
+            return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+        return self._batch_sharding(x.ndim)
+
+    def _init_fn(self, lay: _Layout, pad_id: int):
+        """(token [B], pos [B], keys [B, 2]) -> an empty DecodeState with the cache allocated."""
+        key = ("init", lay, pad_id)
+        if key in self._fns:
+            return self._fns[key]
+        cfg = self.config
+
+        def init(token, pos, keys):
+            b = token.shape[0]
+            cache = KVCache.init(cfg.num_layers, b, lay.cache_len, cfg.num_kv_heads, cfg.resolved_head_dim,
+                                 self.kv_dtype)
+            return DecodeState(
+                cache=cache, token=token, pos=pos, done=jnp.zeros((b,), bool),
+                out_tokens=jnp.full((b, lay.max_new), pad_id, jnp.int32),
+                out_logps=jnp.zeros((b, lay.max_new), jnp.float32), keys=keys, step=jnp.zeros((), jnp.int32),
+            )
+
+        out_shardings = None
+        if self.mesh is not None:
+            shapes = jax.eval_shape(init, *(jax.ShapeDtypeStruct((lay.rows,) + s, d) for s, d in
+                                            (((), jnp.int32), ((), jnp.int32), ((2,), jnp.uint32))))
+            out_shardings = jax.tree.map(self._state_sharding, shapes)
+        fn = jax.jit(init, out_shardings=out_shardings)
+        self._fns[key] = fn
+        return fn
+
+    def _chunk_fn(self, lay: _Layout):
+        """Prefill of one chunk: (params, state, tokens [B, C], positions, mask, start) -> state
+        with the chunk's keys and values in slots [start, start + C)."""
+        key = ("chunk", lay)
         if key in self._fns:
             return self._fns[key]
         graphdef = self._graphdef
 
-        def prefill(params, tokens, mask, row_keys):
+        def chunk(params, state: DecodeState, tokens, positions, mask, start):
             model = nnx.merge(graphdef, params)
-            b, t = tokens.shape
-            positions = jnp.maximum(jnp.cumsum(mask, axis=-1) - 1, 0).astype(jnp.int32)
-            cache = model.init_cache(b, cache_len)
-            logits, cache = model.forward_cached(tokens, positions, mask, cache, kv_read_len=t, last_n=1)
-            step_keys = jax.vmap(lambda k: jax.random.fold_in(k, 0))(row_keys)
-            tok, lp = sample_tokens(logits[:, 0], step_keys, temperature=st.temperature, top_k=st.top_k, top_p=st.top_p)
-            done = _is_stop(tok, st.stop_ids)
-            out_tokens = jnp.full((b, max_new), st.pad_id, jnp.int32).at[:, 0].set(tok)
-            out_logps = jnp.zeros((b, max_new), jnp.float32).at[:, 0].set(lp)
-            return DecodeState(
-                cache=cache,
-                token=tok,
-                pos=positions[:, -1] + 1,
-                done=done,
-                out_tokens=out_tokens,
-                out_logps=out_logps,
-                keys=row_keys,
-                step=jnp.ones((), jnp.int32),
-            )
+            cache = dataclasses.replace(state.cache, index=start)
+            # The logits are unused (dead code to XLA): the first token is sampled by decode
+            # step 0, which feeds the last prompt token again.
+            _, cache = model.forward_cached(tokens, positions, mask, cache, kv_read_len=lay.prompt_slots, last_n=1)
+            # The next slot to write is the last prompt token's (slot P − 1 after the last chunk).
+            cache = dataclasses.replace(cache, index=start + lay.chunk - 1)
+            return dataclasses.replace(state, cache=cache)
 
-        fn = jax.jit(prefill)
+        fn = jax.jit(chunk, donate_argnums=(1,), compiler_options=self.compiler_options or None)
         self._fns[key] = fn
         return fn
 
@@ -210,6 +326,7 @@ class JaxEngine(RolloutEngine):
         if key in self._fns:
             return self._fns[key]
         graphdef = self._graphdef
+        noise = self.sampling_noise
 
         def segment(params, state: DecodeState, end_step):
             model = nnx.merge(graphdef, params)
@@ -221,10 +338,11 @@ class JaxEngine(RolloutEngine):
                 b = s.token.shape[0]
                 logits, cache = model.forward_cached(
                     s.token[:, None], s.pos[:, None], jnp.ones((b, 1), jnp.int32), s.cache,
-                    kv_read_len=kv_read_len, last_n=1, decode_impl=self.decode_attention,
+                    kv_read_len=kv_read_len, last_n=1, decode_impl=self.decode_attention, active_rows=~s.done,
                 )
                 keys = jax.vmap(lambda k: jax.random.fold_in(k, s.step))(s.keys)
-                tok, lp = sample_tokens(logits[:, 0], keys, temperature=st.temperature, top_k=st.top_k, top_p=st.top_p)
+                tok, lp = sample_tokens(logits[:, 0], keys, temperature=st.temperature, top_k=st.top_k, top_p=st.top_p,
+                                        noise=noise, logprob_temperature=st.logprob_temperature)
                 tok = jnp.where(s.done, st.pad_id, tok)
                 lp = jnp.where(s.done, 0.0, lp)
                 zero = jnp.zeros((), jnp.int32)
@@ -244,7 +362,7 @@ class JaxEngine(RolloutEngine):
             # time (docs/BENCHMARKS.md, decode optimisation log).
             return jax.lax.while_loop(cond, body, state)
 
-        fn = jax.jit(segment, donate_argnums=(1,))
+        fn = jax.jit(segment, donate_argnums=(1,), compiler_options=self.compiler_options or None)
         self._fns[key] = fn
         return fn
 
@@ -295,20 +413,24 @@ class JaxEngine(RolloutEngine):
         prefill_s = 0.0
         tokens_out = np.full((len(rows), sampling.max_new_tokens), self.pad_token_id, np.int32)
         logps_out = np.zeros((len(rows), sampling.max_new_tokens), np.float32)
-        for start in range(0, len(rows), self.max_batch_size):
-            chunk = list(range(start, min(start + self.max_batch_size, len(rows))))
-            toks, lps, t_prefill = self._generate_rows([rows[i] for i in chunk], chunk, sampling)
-            prefill_s += t_prefill
-            tokens_out[chunk] = toks
-            logps_out[chunk] = lps
+        with CompileCounter() as compiles:
+            for start in range(0, len(rows), self.max_batch_size):
+                chunk = list(range(start, min(start + self.max_batch_size, len(rows))))
+                toks, lps, t_prefill = self._generate_rows([rows[i] for i in chunk], chunk, sampling)
+                prefill_s += t_prefill
+                tokens_out[chunk] = toks
+                logps_out[chunk] = lps
         batch = self._to_batch(tokens_out, logps_out, prompts, num_generations, sampling)
         elapsed = time.perf_counter() - t0
         self.last_stats = {
             "rollout/time_s": elapsed,
             "rollout/tokens": float(batch.lengths.sum()),
             "rollout/tokens_per_s": float(batch.lengths.sum()) / max(elapsed, 1e-9),
-            # Prefill including any compilation of a new prompt-length bucket (blocked on).
+            # Prefill including any compilation of its programs (blocked on).
             "rollout/prefill_s": prefill_s,
+            # XLA compilations inside this call (0 once every program of the shapes exists).
+            "rollout/compiles": float(compiles.count),
+            "rollout/compile_s": compiles.seconds,
         }
         return batch
 
@@ -320,6 +442,7 @@ class JaxEngine(RolloutEngine):
             top_p=float(sampling.top_p),
             stop_ids=tuple(sorted(set(self.eos_token_ids) | set(sampling.stop_token_ids))),
             pad_id=self.pad_token_id,
+            logprob_temperature=sampling.logprob_temperature,
         )
         n = len(rows)
         max_new = sampling.max_new_tokens
@@ -327,39 +450,48 @@ class JaxEngine(RolloutEngine):
         if self.pow2_rows:
             b = max(b, min(next_pow2(n), _round_up(self.max_batch_size, self._dp)))
             b = _round_up(b, self._dp)
-        t_p = _round_up(max(len(r) for r in rows), self.prompt_bucket)
-        full_len = _round_up(t_p + max_new, self.kv_bucket)
-        first_end = min(1 + self.segment_len, max_new)
-        cache_len = full_len if self.cache_mode == "slice" else min(full_len, _round_up(t_p + first_end, self.kv_bucket))
-        tokens = np.full((b, t_p), self.pad_token_id, np.int32)
-        mask = np.zeros((b, t_p), np.int32)
-        for i, r in enumerate(rows + [rows[0]] * (b - n)):  # filler rows repeat row 0
-            tokens[i, t_p - len(r) :] = r
-            mask[i, t_p - len(r) :] = 1
+        lay, mode = self._layout(b, max(len(r) for r in rows), max_new)
+        p = lay.prompt_slots
+        rows_b = rows + [rows[0]] * (b - n)  # filler rows repeat row 0
+        lens = np.array([len(r) for r in rows_b])
+        first = p - lens  # each row's first prompt slot
+        tokens = np.full((b, p), self.pad_token_id, np.int32)
+        for i, r in enumerate(rows_b):
+            tokens[i, first[i]:] = r
+        slots = np.arange(p)[None, :]
+        mask = (slots >= first[:, None]).astype(np.int32)
+        positions = np.maximum(slots - first[:, None], 0).astype(np.int32)
         base = jax.random.key_data(jax.random.PRNGKey(sampling.seed))
         ids = np.array(row_ids + [row_ids[0]] * (b - n), np.int32)
-        row_keys = jax.vmap(lambda r: jax.random.fold_in(base, r))(jnp.asarray(ids))
+        row_keys = np.asarray(jax.vmap(lambda r: jax.random.fold_in(base, r))(jnp.asarray(ids)))
         put = lambda x: jnp.asarray(x) if self.mesh is None else jax.device_put(x, self._batch_sharding(x.ndim))
+
         t0 = time.perf_counter()
-        state = self._prefill_fn(st, max_new, cache_len)(self._params, put(tokens), put(mask), put(np.asarray(row_keys)))
-        jax.block_until_ready(state.token)
+        state = self._init_fn(lay, st.pad_id)(put(tokens[:, -1]), put((lens - 1).astype(np.int32)), put(row_keys))
+        chunk_fn = self._chunk_fn(lay)
+        c = lay.chunk
+        for s0 in range(p - _round_up(int(lens.max()), c), p, c):  # only chunks holding prompt tokens
+            sl = slice(s0, s0 + c)
+            state = chunk_fn(self._params, state, put(tokens[:, sl]), put(positions[:, sl]), put(mask[:, sl]),
+                             jnp.int32(s0))
+        jax.block_until_ready(state.cache.index)
         prefill_s = time.perf_counter() - t0
 
         row_map = np.arange(b)  # current row → original row in this chunk
         host_tokens = np.full((b, max_new), self.pad_token_id, np.int32)
         host_logps = np.zeros((b, max_new), np.float32)
-        step = 1
+        min_rows = self._min_rows(mode)
+        step = 0
         while step < max_new:
             end = min(step + self.segment_len, max_new)
-            needed = min(full_len, _round_up(t_p + end - 1, self.kv_bucket))
-            if self.cache_mode == "slice":
+            needed = min(lay.full_len, _round_up(p + end - 1, self.kv_bucket))  # slots written by step end − 1
+            kv_read = None  # the whole buffer (full: the kernel bounds the reads; grow: exactly long enough)
+            if mode == "slice":
                 kv_read = needed
-            else:
-                if state.cache.max_length < needed:
-                    state = self._grow_cache(state, needed)
-                    if self.mesh is not None:
-                        state = jax.device_put(state, jax.tree.map(lambda x: self._state_sharding(x), state))
-                kv_read = None  # the whole (exactly long enough) buffer
+            elif mode == "grow" and state.cache.max_length < needed:
+                state = self._grow_cache(state, needed)
+                if self.mesh is not None:
+                    state = jax.device_put(state, jax.tree.map(lambda x: self._state_sharding(x), state))
             state = self._segment_fn(st, kv_read)(self._params, state, jnp.int32(end))
             step = int(state.step)
             done = np.asarray(state.done)
@@ -367,7 +499,7 @@ class JaxEngine(RolloutEngine):
                 break
             active = np.flatnonzero(~done)
             cur = done.shape[0]
-            new_b = max(self._dp, _round_up(next_pow2(len(active)), self._dp))
+            new_b = max(min_rows, _round_up(next_pow2(len(active)), self._dp))
             if self.compact and new_b <= cur // 2:
                 host_tokens[row_map] = np.asarray(state.out_tokens)
                 host_logps[row_map] = np.asarray(state.out_logps)
@@ -382,11 +514,6 @@ class JaxEngine(RolloutEngine):
         host_tokens[row_map] = np.asarray(state.out_tokens)
         host_logps[row_map] = np.asarray(state.out_logps)
         return host_tokens[:n], host_logps[:n], prefill_s
-
-    def _state_sharding(self, x):
-        if x.ndim == 0:
-            return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
-        return self._batch_sharding(x.ndim)
 
     def _to_batch(self, tokens, logps, prompts, num_generations, sampling) -> RolloutBatch:
         b, w = tokens.shape

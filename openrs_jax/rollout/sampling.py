@@ -68,6 +68,33 @@ def _top_p_threshold(probs: Float[Array, "B V"], p: float) -> Float[Array, "B"]:
     return jax.lax.bitcast_convert_type(hi, jnp.float32)
 
 
+def _fmix32(x):
+    """MurmurHash3's 32-bit finaliser: a bijection of uint32 with full avalanche."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def hash_gumbel(keys: Array, vocab: int) -> Float[Array, "B V"]:
+    """Standard Gumbel noise [B, V] from per-row raw uint32 keys [B, 2] by a counter hash of
+    (key, token id): three MurmurHash3 finaliser rounds keyed by both key words, 24 bits to a
+    uniform in (0, 1), then -log(-log(u)).
+
+    Why not `jax.random.categorical`: its threefry draws cost ~130 integer operations per
+    entry of the [B, 151,936] logits at every decode step; this is ~15, with no [B, V] array
+    of random bits in memory (XLA fuses it into the argmax). The row's key (folded with the
+    step by the sampler) still decides everything, so samples do not depend on batching."""
+    k = keys.astype(jnp.uint32)
+    idx = jax.lax.broadcasted_iota(jnp.uint32, (keys.shape[0], vocab), 1)
+    x = _fmix32(idx * jnp.uint32(0x9E3779B1) + k[:, :1])
+    x = _fmix32(x ^ k[:, 1:2])
+    x = _fmix32(x + k[:, :1] * jnp.uint32(0x632BE5AB) + jnp.uint32(0x7F4A7C15))
+    u = ((x >> 8).astype(jnp.float32) + 0.5) * (2.0**-24)  # (0, 1)
+    return -jnp.log(-jnp.log(u))
+
+
 def sample_tokens(
     logits: Float[Array, "B V"],
     keys: Array,
@@ -75,14 +102,36 @@ def sample_tokens(
     temperature: float,
     top_k: int = 0,
     top_p: float = 1.0,
+    noise: str = "hash",
+    logprob_temperature: float | None = None,
 ) -> tuple[Int[Array, "B"], Float[Array, "B"]]:
-    """Samples one token per row with its own PRNG key; returns (tokens, log-probs)."""
+    """Samples one token per row with its own PRNG key (raw uint32 [B, 2]); returns (tokens,
+    log-probs). Gumbel-max: argmax(z + g) with z the filtered logits / T, g Gumbel noise from
+    `hash_gumbel` (noise="hash") or `jax.random.categorical`'s threefry ("threefry"); the
+    log-prob is z[token] − logsumexp(z), or, with `logprob_temperature` T, the unfiltered
+    log softmax(logits / T) at the token."""
+    tokens, logp = _sample(logits, keys, temperature=temperature, top_k=top_k, top_p=top_p, noise=noise)
+    if logprob_temperature is not None:
+        # The behaviour policy in the trainer's parametrisation: log softmax(logits / T) at
+        # the token, unfiltered (what the trainer's own log-probs at T are compared with).
+        z = logits.astype(jnp.float32) / logprob_temperature
+        logp = jnp.take_along_axis(z, tokens[:, None], axis=-1)[:, 0] - jax.nn.logsumexp(z, axis=-1)
+    return tokens, logp
+
+
+def _sample(logits, keys, *, temperature: float, top_k: int, top_p: float, noise: str):
     logits = logits.astype(jnp.float32)
     if temperature == 0.0:
         tokens = jnp.argmax(logits, axis=-1)
         logp = jax.nn.log_softmax(logits, axis=-1)
         return tokens.astype(jnp.int32), jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
     scaled = filter_top_p(filter_top_k(logits / temperature, top_k), top_p)
-    tokens = jax.vmap(lambda key, row: jax.random.categorical(key, row))(keys, scaled)
-    logp = jax.nn.log_softmax(scaled, axis=-1)
-    return tokens.astype(jnp.int32), jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]
+    if noise == "hash":
+        tokens = jnp.argmax(scaled + hash_gumbel(keys, scaled.shape[-1]), axis=-1)
+    elif noise == "threefry":
+        tokens = jax.vmap(lambda key, row: jax.random.categorical(key, row))(keys, scaled)
+    else:
+        raise ValueError(f"noise must be 'hash' or 'threefry', got {noise!r}")
+    tokens = tokens.astype(jnp.int32)
+    lse = jax.nn.logsumexp(scaled, axis=-1)
+    return tokens, jnp.take_along_axis(scaled, tokens[:, None], axis=-1)[:, 0] - lse

@@ -29,6 +29,7 @@ import numpy as np
 
 from openrs_jax import grpo
 from openrs_jax import sharding as shd
+from openrs_jax.compile_stats import CompileCounter
 from openrs_jax.metrics import PhaseTimer
 from openrs_jax.rollout.base import FINISH_LENGTH, RolloutBatch, SamplingParams
 from openrs_jax.trainer.setup import Run
@@ -81,6 +82,7 @@ class Experience:
     dropped: int = 0
     advantages: np.ndarray | None = None  # [B], set by `learn`
     truncated: np.ndarray | None = None  # [B] bool: cut at the length limit, set by `learn`
+    engine_stats: dict[str, float] = dataclasses.field(default_factory=dict)  # the engine's, for this batch
 
     def wait_scores(self) -> Scores:
         """The rewards: awaited (scored in a background thread) or computed now, in the calling
@@ -183,6 +185,7 @@ def collect(run: Run, step: int, cursor: dict[str, Any], policy_step: int) -> Ex
     examples = run.data.next_batch(p)
     with timer("rollout"):
         batch = sample(run, step, examples)
+    engine_stats = dict(getattr(run.engine, "last_stats", {}))
     if not cfg.grpo.drop_zero_std_groups:
         if cfg.rewards.num_workers > 0:
             scores = _scorer().submit(score, run, examples, batch)
@@ -190,7 +193,8 @@ def collect(run: Run, step: int, cursor: dict[str, Any], policy_step: int) -> Ex
             # In-process rewards may need the main thread (math-verify 0.5.2 sets its timeouts
             # with signals): scored when the trainer waits for them, in its own thread.
             scores = functools.partial(score, run, examples, batch)
-        return Experience(step, examples, batch, scores, run.data.state_dict(), policy_step, timer.times)
+        return Experience(step, examples, batch, scores, run.data.state_dict(), policy_step, timer.times,
+                          engine_stats=engine_stats)
     # DAPO dynamic sampling: the groups need their rewards to be picked.
     with timer("rewards"):
         parts = [(examples, batch, score(run, examples, batch))]
@@ -203,7 +207,8 @@ def collect(run: Run, step: int, cursor: dict[str, Any], policy_step: int) -> Ex
         with timer("rewards"):
             parts.append((more, extra, score(run, more, extra)))
     examples, batch, scores, dropped = select_groups(parts, p, g)
-    return Experience(step, examples, batch, scores, run.data.state_dict(), policy_step, timer.times, dropped)
+    return Experience(step, examples, batch, scores, run.data.state_dict(), policy_step, timer.times, dropped,
+                      engine_stats=engine_stats)
 
 
 def select_groups(parts: list[tuple[list[dict], RolloutBatch, Scores]], p: int, g: int):
@@ -306,11 +311,13 @@ def grpo_step(run: Run, state: TrainState, rollouts) -> tuple[TrainState, Experi
     says when the batch was sampled: on-policy (`sync`: now, then the new weights go to the
     sampler after the update) or one step off (sampled while the previous update ran)."""
     timer = PhaseTimer()
-    with timer("step"):
+    with timer("step"), CompileCounter() as compiles:
         exp = rollouts.next_experience(state, timer)  # 1–3
         state, learned = learn(run, state, exp, timer)  # 4–7
         rollouts.after_update(state, timer)  # 8
     metrics = step_metrics(run, exp, learned, timer, staleness=state.step - 1 - exp.policy_step)
+    # XLA compilations during the step (0 once every program of the run's shapes exists).
+    metrics.update({"compile/count": float(compiles.count), "time/compile": compiles.seconds})
     return state, exp, {**metrics, **rollouts.metrics()}
 
 
@@ -348,7 +355,9 @@ def step_metrics(run: Run, exp: Experience, learned: dict[str, Any], timer: Phas
     out["rollout/tokens_per_s"] = n_tok / max(times.get("rollout", 0.0), 1e-9)
     out["num_completions_dropped"] = float(exp.dropped)
     out["rollout/staleness"] = float(staleness)
-    stats = getattr(run.engine, "last_stats", {})
+    stats = exp.engine_stats
     if "rollout/prefill_s" in stats:
         out["time/rollout_prefill"] = stats["rollout/prefill_s"]
+    if "rollout/compiles" in stats:
+        out["rollout/compiles"] = stats["rollout/compiles"]
     return out

@@ -25,7 +25,7 @@ from flax import nnx
 from openrs_jax import sharding as shd
 from openrs_jax.checkpoint import RunCheckpointer, abstract_with_shardings
 from openrs_jax.config import ConfigError, RunConfig
-from openrs_jax.model import ModelConfig, Qwen2, create_sharded
+from openrs_jax.model import CausalLM, ModelConfig, create_sharded
 from openrs_jax.rollout.base import RolloutEngine
 from openrs_jax.rollout.build import EngineSpec, build_engine
 from openrs_jax.trainer.state import TrainState
@@ -63,7 +63,7 @@ class Policy:
     logps_fn: Callable
     ref_params: Any | None
 
-    def model(self, params) -> Qwen2:
+    def model(self, params) -> CausalLM:
         return nnx.merge(self.graphdef, params)
 
     def sampler_params(self, params) -> Any:
@@ -133,7 +133,7 @@ def build_meshes(cfg: RunConfig) -> tuple[jax.sharding.Mesh, jax.sharding.Mesh |
     return train_mesh, shd.make_mesh({"data": r, "fsdp": 1, "tensor": 1}, devices=roll)
 
 
-def build_model(cfg: RunConfig, mesh: jax.sharding.Mesh) -> Qwen2:
+def build_model(cfg: RunConfig, mesh: jax.sharding.Mesh) -> CausalLM:
     """The initial policy, created or loaded straight into its shards (TRAIN_RULES)."""
     model_cfg = model_config_for(cfg)
     if cfg.model.name_or_path is None:
@@ -185,7 +185,7 @@ def reward_columns(cfg: RunConfig) -> list[str]:
     return cols
 
 
-def build_policy(cfg: RunConfig, model: Qwen2) -> tuple[Policy, Any, Any]:
+def build_policy(cfg: RunConfig, model: CausalLM) -> tuple[Policy, Any, Any]:
     """(policy, params, initial optimizer state) for `model` (already on the training mesh)."""
     graphdef, params = nnx.split(model, nnx.Param)[:2]
     param_shardings = jax.tree.map(lambda x: x.sharding, params)

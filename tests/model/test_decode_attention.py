@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from openrs_jax.model.attention import xla_attention
-from openrs_jax.model.decode_attention import decode_attention, default_split
+from openrs_jax.model.decode_attention import decode_attention, default_n_split
 
 
 def _reference(q, k, v, start, end):
@@ -26,15 +26,15 @@ def _inputs(b, n, kv, s, h, dtype=jnp.float32, seed=0):
     return q, k, v
 
 
-@pytest.mark.parametrize("block_k, split", [(16, 32), (32, 64), (16, 128), (None, None)])
-def test_matches_masked_xla_attention(block_k, split):
+@pytest.mark.parametrize("block_k, n_split", [(16, 1), (32, 3), (16, 8), (None, None)])
+def test_matches_masked_xla_attention(block_k, n_split):
     b, n, kv, s, h = 5, 12, 2, 128, 16
     q, k, v = _inputs(b, n, kv, s, h)
-    # One valid slot; a range inside one block; ranges crossing blocks and splits; the whole
-    # cache; a range starting mid-split (left padding) and ending mid-block.
+    # One valid slot; a range inside one block; ranges crossing blocks and shares; the whole
+    # cache; a range starting mid-block (left padding) and ending mid-block.
     start = jnp.array([0, 3, 17, 0, 70])
     end = jnp.array([1, 9, 100, 128, 111])
-    got = decode_attention(q, k, v, start, end, block_k=block_k, split=split, interpret=True)
+    got = decode_attention(q, k, v, start, end, block_k=block_k, n_split=n_split, interpret=True)
     want = _reference(q, k, v, start, end)
     assert got.shape == (b, n, h) and got.dtype == q.dtype
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -49,8 +49,23 @@ def test_slots_outside_the_range_are_never_used():
     # Garbage outside the range (NaN keys, huge values): any use of it would show. Keys are
     # masked by a select before the softmax; values meet probability 0.
     k_bad, v_bad = jnp.where(outside, jnp.nan, k), jnp.where(outside, 1e6, v)
-    got = decode_attention(q, k_bad, v_bad, start, end, block_k=16, split=32, interpret=True)
+    got = decode_attention(q, k_bad, v_bad, start, end, block_k=16, n_split=2, interpret=True)
     np.testing.assert_allclose(got, _reference(q, k, v, start, end), rtol=1e-5, atol=1e-5)
+
+
+def test_empty_range_reads_nothing_and_gives_zeros():
+    """A finished row (start == end) reads no cache: NaN everywhere in its cache changes
+    nothing, and its output is zero; the other rows are unaffected."""
+    b, n, kv, s, h = 3, 4, 2, 64, 8
+    q, k, v = _inputs(b, n, kv, s, h, seed=3)
+    start, end = jnp.array([0, 40, 7]), jnp.array([50, 40, 64])
+    row = jnp.arange(b)[:, None, None, None]
+    k_bad, v_bad = jnp.where(row == 1, jnp.nan, k), jnp.where(row == 1, jnp.nan, v)
+    got = decode_attention(q, k_bad, v_bad, start, end, block_k=16, n_split=3, interpret=True)
+    assert np.all(np.asarray(got[1]) == 0)
+    keep = np.array([0, 2])
+    np.testing.assert_allclose(got[keep], _reference(q[keep], k[keep], v[keep], start[keep], end[keep]),
+                               rtol=1e-5, atol=1e-5)
 
 
 def test_bf16_inputs():
@@ -63,13 +78,12 @@ def test_bf16_inputs():
     np.testing.assert_allclose(np.asarray(got, np.float32), want, rtol=2e-2, atol=2e-2)
 
 
-def test_default_split_divides_the_cache_and_fills_the_gpu():
+def test_default_n_split_fills_the_gpu():
     for b, kv, s in [(96, 2, 1024), (18, 2, 512), (96, 2, 4096), (1, 2, 512), (256, 2, 512)]:
-        split = default_split(b, kv, s, 64)
-        assert s % split == 0 and split % 64 == 0
-        # More programs than SMs, unless the split is already at its floor (2 blocks) or the
-        # whole cache.
-        assert split in (s, 128) or b * kv * (s // split) >= 132
+        n_split = default_n_split(b, kv, s, 64)
+        assert 1 <= n_split <= s // 64
+        # More programs than SMs, unless every block already has its own program.
+        assert n_split == s // 64 or b * kv * n_split >= 132
 
 
 def test_bad_shapes_are_named():
@@ -77,5 +91,5 @@ def test_bad_shapes_are_named():
     with pytest.raises(ValueError, match="multiple of 16"):
         decode_attention(q, k, v, jnp.array([0]), jnp.array([4]), interpret=True)
     q, k, v = _inputs(1, 2, 1, 64, 8)
-    with pytest.raises(ValueError, match="split"):
-        decode_attention(q, k, v, jnp.array([0]), jnp.array([4]), block_k=16, split=48, interpret=True)
+    with pytest.raises(ValueError, match="block_k"):
+        decode_attention(q, k, v, jnp.array([0]), jnp.array([4]), block_k=48, interpret=True)

@@ -1,5 +1,7 @@
 """The built-in JAX sampler against HF generate and sampling theory."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ from hf_utils import make_hf_qwen2
 from openrs_jax import sharding as shd
 from openrs_jax.rollout.base import SamplingParams, pack_arrays, pack_completions
 from openrs_jax.rollout.jax_engine import JaxEngine
-from openrs_jax.rollout.sampling import filter_top_k, filter_top_p, sample_tokens
+from openrs_jax.rollout.sampling import filter_top_k, filter_top_p, hash_gumbel, sample_tokens
 from openrs_jax.weights import load_hf
 
 EOS = 2
@@ -43,14 +45,17 @@ def _hf_greedy(ref, prompts, max_new):
     return out[:, t:].numpy()
 
 
-@pytest.mark.parametrize("compact,cache_mode,attn", [(False, "slice", "xla"), (True, "slice", "xla"),
-                                                    (True, "grow", "xla"), (True, "grow", "pallas")])
-def test_greedy_matches_hf_generate(tiny_pair, compact, cache_mode, attn):
-    """attn="pallas": the fused decode kernel (Pallas interpreter on CPU)."""
+@pytest.mark.parametrize("compact,cache_mode,attn,chunk", [(False, "slice", "xla", 128), (True, "slice", "xla", 4),
+                                                          (True, "grow", "xla", 4), (True, "grow", "pallas", 128),
+                                                          (True, "full", "pallas", 4)])
+def test_greedy_matches_hf_generate(tiny_pair, compact, cache_mode, attn, chunk):
+    """attn="pallas": the fused decode kernel (Pallas interpreter on CPU). chunk 4: the
+    prompts (up to 11 tokens, a region of 12) are prefilled in 3 chunks; 128: in one."""
     ref, model, _ = tiny_pair
     want = _hf_greedy(ref, PROMPTS, 64)
     engine = JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=16,
-                       prompt_bucket=4, compact=compact, cache_mode=cache_mode, decode_attention=attn)
+                       prompt_bucket=4, prefill_chunk=chunk, compact=compact, cache_mode=cache_mode,
+                       decode_attention=attn, compact_min_rows=1)
     assert engine.decode_attention == attn
     batch = engine.generate(PROMPTS, 1, SamplingParams(max_new_tokens=64, temperature=0.0))
     for i in range(len(PROMPTS)):
@@ -82,6 +87,27 @@ def test_sampled_logprobs_equal_model_log_softmax(tiny_pair):
     assert len({tuple(r) for r in batch.completion_ids[:3].tolist()}) > 1
 
 
+@pytest.mark.parametrize("sample_t,logprob_t", [(0.7, 1.0), (0.7, None), (1.3, 0.5)])
+def test_logprobs_at_the_trainers_temperature(tiny_pair, sample_t, logprob_t):
+    """`logprob_temperature`: log softmax(logits / T) at the sampled token, whatever the sampling
+    temperature (None: the sampling distribution, softmax(logits / sample_t)); same samples."""
+    ref, model, _ = tiny_pair
+    engine = JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=16, prompt_bucket=4)
+    base = SamplingParams(max_new_tokens=12, temperature=sample_t, seed=3)
+    plain = engine.generate(PROMPTS[:2], 2, base)
+    batch = engine.generate(PROMPTS[:2], 2, dataclasses.replace(base, logprob_temperature=logprob_t))
+    np.testing.assert_array_equal(batch.completion_ids, plain.completion_ids)
+    t = sample_t if logprob_t is None else logprob_t
+    for row in range(4):
+        prompt = PROMPTS[row // 2]
+        comp = batch.completion_ids[row, : batch.lengths[row]].tolist()
+        with torch.no_grad():
+            logits = ref(torch.tensor([prompt + comp])).logits[0].double()
+        logp = torch.log_softmax(logits / t, -1).numpy()
+        want = [logp[len(prompt) - 1 + j, tok] for j, tok in enumerate(comp)]
+        np.testing.assert_allclose(batch.logprobs[row, : len(comp)], want, atol=1e-4)
+
+
 def test_pow2_rows_pad_without_changing_samples(tiny_pair):
     _, model, _ = tiny_pair
     sp = SamplingParams(max_new_tokens=12, temperature=1.0, seed=5)
@@ -92,8 +118,29 @@ def test_pow2_rows_pad_without_changing_samples(tiny_pair):
     np.testing.assert_array_equal(a.completion_ids, b.completion_ids)
     np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-6)
     padded.generate(PROMPTS[:4], 1, sp)
-    prefills = [fn for k, fn in padded._fns.items() if k[0] == "prefill"]
-    assert sum(fn._cache_size() for fn in prefills) == 1  # 3 and 4 rows: one compiled shape
+    assert padded.last_stats["rollout/compiles"] == 0  # 3 and 4 rows: one set of programs
+
+
+@pytest.mark.parametrize("attn", ["xla", "pallas"])
+def test_no_compilation_after_the_first_call(tiny_pair, attn):
+    """The openrs3 recipe's rollout shapes, shrunken: 2 prompts x G = 6 rows, prompts of any
+    length up to the 512-token prompt limit (the region the trainer asks for). The first call compiles its programs; later calls with
+    other prompt lengths (other prefill chunk counts) compile nothing. pallas: the full-cache
+    mode, where finished rows stay in the batch (no compaction below 128 rows); xla: the grow
+    mode, rows decoding to the end (compaction would add shapes there)."""
+    _, model, _ = tiny_pair
+    eos = [EOS] if attn == "pallas" else []
+    engine = JaxEngine(model, eos_token_ids=eos, pad_token_id=PAD, max_batch_size=12, segment_len=8,
+                       max_prompt_len=512, decode_attention=attn)
+    rng = np.random.default_rng(0)
+    counts = []
+    for call, lens in enumerate([(40, 90), (7, 200), (300, 3), (512, 1)]):
+        prompts = [rng.integers(3, 128, n).tolist() for n in lens]
+        batch = engine.generate(prompts, 6, SamplingParams(max_new_tokens=24, temperature=0.7, seed=call))
+        assert batch.completion_ids.shape == (12, 24)
+        counts.append(engine.last_stats["rollout/compiles"])
+    assert counts[0] > 0 and counts[1:] == [0, 0, 0], counts
+    assert engine.last_stats["rollout/compile_s"] == 0.0
 
 
 @pytest.mark.parametrize("attn", ["xla", "pallas"])
@@ -113,6 +160,30 @@ def test_sharded_engine_matches_single_device(tiny_pair, attn):
     b = sharded.generate(PROMPTS[:3], 2, sp)
     np.testing.assert_array_equal(a.completion_ids, b.completion_ids)
     np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+
+
+@pytest.mark.parametrize("attn", ["xla", "pallas"])
+def test_float8_kv_cache_stays_close(tiny_pair, attn):
+    """kv_cache_dtype float8: half the cache bytes; greedy decoding starts the same and the
+    sampled log-probs stay within float8 rounding of the full-precision cache's."""
+    _, model, _ = tiny_pair
+    kw = dict(eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=8, prompt_bucket=4, prefill_chunk=4,
+              decode_attention=attn)
+    sp = SamplingParams(max_new_tokens=8, temperature=0.0)
+    full = JaxEngine(model, **kw)
+    f8 = JaxEngine(model, kv_cache_dtype="float8_e4m3fn", **kw)
+    assert f8.kv_bytes_per_slot() * 4 == full.kv_bytes_per_slot()  # float32 model: 4 bytes -> 1
+    a, b = full.generate(PROMPTS, 1, sp), f8.generate(PROMPTS, 1, sp)
+    np.testing.assert_array_equal(a.completion_ids[:, :2], b.completion_ids[:, :2])
+    assert np.isfinite(b.logprobs).all()
+    np.testing.assert_allclose(b.logprobs[:, 0], a.logprobs[:, 0], atol=0.05)
+
+
+def test_float8_cache_writes_saturate():
+    from openrs_jax.model.attention import to_cache_dtype
+
+    got = to_cache_dtype(jnp.asarray([1e4, -1e4, 1.0, 0.5], jnp.bfloat16), jnp.float8_e4m3fn)
+    np.testing.assert_array_equal(np.asarray(got, np.float32), [448.0, -448.0, 1.0, 0.5])
 
 
 def test_stop_tokens_and_update_weights(tiny_pair):
@@ -142,12 +213,14 @@ def _chi_square_pvalue(counts, probs):
     return chisquare(counts[keep], expected).pvalue
 
 
+@pytest.mark.parametrize("noise", ["hash", "threefry"])
 @pytest.mark.parametrize("temperature,top_k,top_p", [(1.0, 0, 1.0), (0.5, 0, 1.0), (1.3, 0, 0.8), (1.0, 3, 1.0)])
-def test_sampling_frequencies_match_theory(temperature, top_k, top_p):
+def test_sampling_frequencies_match_theory(temperature, top_k, top_p, noise):
     logits = jnp.asarray([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]])
     n = 20000
     keys = jax.random.split(jax.random.PRNGKey(0), n)
-    toks, lps = sample_tokens(jnp.repeat(logits, n, 0), keys, temperature=temperature, top_k=top_k, top_p=top_p)
+    toks, lps = sample_tokens(jnp.repeat(logits, n, 0), keys, temperature=temperature, top_k=top_k, top_p=top_p,
+                              noise=noise)
     # Theory, written out independently of the implementation.
     z = np.asarray(logits[0]) / temperature
     p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
@@ -163,6 +236,23 @@ def test_sampling_frequencies_match_theory(temperature, top_k, top_p):
     counts = np.bincount(np.asarray(toks), minlength=6)
     assert _chi_square_pvalue(counts, p) > 1e-3
     np.testing.assert_allclose(np.asarray(lps), np.log(p[np.asarray(toks)]), atol=1e-5)
+
+
+def test_hash_gumbel_is_standard_gumbel_and_independent():
+    """The sampler's Gumbel noise: Kolmogorov-Smirnov against the standard Gumbel law over a
+    whole row and over one token id across rows (keys of consecutive steps, as the sampler
+    folds them), and no correlation between neighbouring token ids or between rows."""
+    from scipy import stats  # noqa: PLC0415
+
+    base = jax.random.key_data(jax.random.PRNGKey(3))
+    keys = jax.vmap(lambda t: jax.random.fold_in(base, t))(jnp.arange(4000))  # one row's steps
+    g = np.asarray(hash_gumbel(keys, 512), np.float64)  # [steps, V]
+    assert np.isfinite(g).all()
+    assert stats.kstest(g[0], stats.gumbel_r.cdf).pvalue > 1e-3  # along the vocabulary
+    assert stats.kstest(g[:, 7], stats.gumbel_r.cdf).pvalue > 1e-3  # one token, across steps
+    assert stats.kstest(g.ravel()[::97], stats.gumbel_r.cdf).pvalue > 1e-3
+    assert abs(np.corrcoef(g[:, :-1].ravel(), g[:, 1:].ravel())[0, 1]) < 0.01
+    assert abs(np.corrcoef(g[:-1].ravel(), g[1:].ravel())[0, 1]) < 0.01
 
 
 def test_filters_keep_the_right_support():

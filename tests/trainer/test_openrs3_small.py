@@ -83,6 +83,11 @@ def test_openrs3_small_jax_engine(tmp_path, shared_data, small_r1):
     trainer = Trainer(cfg)
     trainer.run()
     _check_run(tmp_path)
+    # Step 2 (other prompt lengths) ran the programs step 1 compiled (issue 19): nothing
+    # compiled in its rollout, nor anywhere in the step.
+    rows = read_metrics(tmp_path / "run")
+    assert rows[0]["compile/count"] > 0
+    assert rows[1]["rollout/compiles"] == 0 and rows[1]["compile/count"] == 0, rows[1]
     # Parameters were trained sharded: FSDP over D and tensor parallel over the heads.
     q = trainer.state.params["layers"][0]["attn"]["q_proj"][...]
     assert q.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
