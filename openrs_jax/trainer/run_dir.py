@@ -4,6 +4,7 @@ has succeeded, logs that end where the restored state ends.
     <run_dir>/.lock             held (flock) by the one trainer writing this directory
     <run_dir>/config.yaml       the resolved config; rewritten only once the run has started
                                 (a failed resume leaves the old one in place)
+    <run_dir>/parameters.txt    clu's parameter overview (names, shapes, shardings), likewise
     <run_dir>/metrics.jsonl     truncated to the restored step on every start (also step 0)
     <run_dir>/completions.jsonl likewise
 """
@@ -22,6 +23,7 @@ from openrs_jax.metrics import COMPLETIONS_FILE, METRICS_FILE, truncate_after
 
 LOCK_FILE = ".lock"
 CONFIG_FILE = "config.yaml"
+PARAMETERS_FILE = "parameters.txt"  # clu's parameter overview of the model
 # Fields whose change on resume moves the learning-rate schedule (the LR of the next step jumps).
 SCHEDULE_KEYS = ("optim.learning_rate", "optim.max_steps", "optim.warmup_ratio", "optim.warmup_steps",
                  "optim.lr_scheduler_type", "optim.min_lr_rate")

@@ -38,6 +38,7 @@ from openrs_jax.metrics import COMPLETIONS_FILE, JsonlWriter, MetricsLogger
 from openrs_jax.trainer import run_dir as rd
 from openrs_jax.trainer import setup
 from openrs_jax.metrics import PhaseTimer
+from openrs_jax.model.summary import parameter_overview
 from openrs_jax.trainer.grpo_step import Experience, experience_from_json, experience_to_json, grpo_step
 from openrs_jax.trainer.schedule import Schedule, make_schedule
 from openrs_jax.trainer.state import TrainState
@@ -109,6 +110,9 @@ class Trainer:
             self._warn_changed(state)
         stored = cfg.replace(checkpoint=dataclasses.replace(cfg.checkpoint, output_dir=str(self.run_dir)))
         dump_yaml(stored, self.run_dir / rd.CONFIG_FILE)
+        overview = parameter_overview(run.policy.model(state.params), stats=False)  # clu's table
+        (self.run_dir / rd.PARAMETERS_FILE).write_text(overview + "\n")
+        self._print(f"[openrs] parameters: {overview.splitlines()[-1]} (table: {rd.PARAMETERS_FILE})")
         rd.truncate_logs(self.run_dir, state.step)
         in_flight = None if state.in_flight is None else experience_from_json(run, state.in_flight, state.data)
         if in_flight is not None and cfg.rollout.mode != "one_step_off":

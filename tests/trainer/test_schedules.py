@@ -21,7 +21,7 @@ from openrs_jax.trainer.trainer import Trainer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SPLIT = ["mesh.num_devices=8", "mesh.rollout_devices=4"]
-TIME_KEYS = ("time/", "tokens_per_s", "rollout/tokens_per_s")
+TIME_KEYS = ("time/", "tokens_per_s", "rollout/tokens_per_s", "rollout/compiles", "compile/")  # machine-dependent
 
 
 def _cfg(run, *extra):
