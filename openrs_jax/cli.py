@@ -14,7 +14,7 @@ Exit codes: 0 success; 2 the input was refused before any work (`UserError`, `Co
 
 Several processes (`openrs_jax.distributed`): the same program runs in every process. An error
 in one of them is printed by that process, prefixed `[process k of N]`, and then stops all the
-others (`distributed.abort`): each prints `error: process k of N stopped the run: ...` and exits
+others (`distributed.fail`): each prints `error: process k of N stopped the run: ...` and exits
 with the same code, instead of waiting forever in a collective for the process that left.
 `add_distributed_arguments` / `start_distributed` give a tool the flags and the runtime.
 """
@@ -60,21 +60,10 @@ def exit_code(exc: BaseException) -> int:
 
 
 def _distributed():
-    """The distributed module when this process is one of several, else None (imported only
-    then: it is the one place a plain CLI error would otherwise pull JAX in)."""
-    if "openrs_jax.distributed" not in sys.modules:
-        return None
-    dist = sys.modules["openrs_jax.distributed"]
-    return dist if dist.is_initialized() else None
-
-
-def _where(dist) -> str:
-    return f"[process {dist.process_index()} of {dist.process_count()}] "
-
-
-def _stop_all(dist, line: str, code: int) -> None:
-    """Multi-process: tells the other processes that this one failed, then exits (never returns)."""
-    dist.abort(line.removeprefix("error: "), code)
+    """The distributed module when this process is one of several, else None (not imported
+    otherwise: a plain CLI error must not pull JAX in)."""
+    dist = sys.modules.get("openrs_jax.distributed")
+    return dist if dist is not None and dist.is_initialized() else None
 
 
 def run_cli(prog: str, main: Callable[[], int | None]) -> int:
@@ -84,8 +73,7 @@ def run_cli(prog: str, main: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         dist = _distributed()
         if dist is not None:
-            print(f"{_where(dist)}{prog}: interrupted", file=sys.stderr, flush=True)
-            _stop_all(dist, f"{prog}: interrupted", EXIT_INTERRUPTED)
+            dist.fail(f"{prog}: interrupted", EXIT_INTERRUPTED)  # never returns
         if os.environ.get(DEBUG_ENV_VAR):
             raise
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
@@ -94,19 +82,16 @@ def run_cli(prog: str, main: Callable[[], int | None]) -> int:
         dist = _distributed()
         if dist is not None and e.code not in (None, 0):
             code = e.code if isinstance(e.code, int) else EXIT_ERROR
-            if not isinstance(e.code, int):
-                print(f"{_where(dist)}{e.code}", file=sys.stderr, flush=True)
-            _stop_all(dist, f"{prog}: exited with {e.code}", code)
+            dist.fail(f"{prog}: exit code {code}" if isinstance(e.code, int) else f"error: {e.code}", code)
         raise
     except Exception as e:  # noqa: BLE001 — bugs are re-raised below, with their traceback
+        bug = bool(os.environ.get(DEBUG_ENV_VAR)) or not is_user_error(e)
         dist = _distributed()
-        bug = os.environ.get(DEBUG_ENV_VAR) or not is_user_error(e)
         if dist is not None:
             if bug:
                 traceback.print_exc()
             line = error_line(e) if not bug else f"error: {type(e).__name__}: {e}"
-            print(f"{_where(dist)}{line}", file=sys.stderr, flush=True)
-            _stop_all(dist, line.splitlines()[0] if line else line, EXIT_ERROR if bug else exit_code(e))
+            dist.fail((line.splitlines() or [line])[0], EXIT_ERROR if bug else exit_code(e))  # never returns
         if bug:
             raise
         print(error_line(e), file=sys.stderr, flush=True)

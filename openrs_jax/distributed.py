@@ -6,7 +6,7 @@ one global mesh, the same program everywhere (layer L1).
     process_index() · process_count() · is_primary() · share(n)
     allgather_objects(tag, obj) · broadcast_object(tag, obj) · any_process(tag, flag)
     to_host(array)                             a process-spanning jax.Array as one host array
-    abort(message, code)                       one process failed: stop them all, now
+    fail(line, code)                           this process failed: stop them all, now
 
 Nothing happens at import time; the CLIs (`train`, `evaluate`) call `resolve` and `initialize`
 before JAX starts its backend.
@@ -44,10 +44,11 @@ waited for.
 Failure. JAX's coordination service stops every process when one stops sending heartbeats
 (`heartbeat_timeout_s`: killed, or its host is gone; XLA prints "The following tasks are
 unhealthy (stopped sending heartbeats)" and aborts). A process that fails with a Python error
-is alive and would leave the others waiting in a collective: `abort` publishes its error in
-the runtime's key-value store, and a watchdog thread in every process polls for it (every
-`POLL_S`), prints `error: process k of N stopped the run: <its error>` and exits with the same
-code, so no process hangs.
+is alive and would leave the others waiting in a collective: `fail` (called by
+openrs_jax/cli.py) publishes its error in the runtime's key-value store, and a watchdog thread
+in every process polls for it (every `POLL_S`), prints `error: process k of N stopped the run:
+<its error>` and exits with the same code, so no process hangs. Process 0 leaves last (it hosts
+the coordination service, whose end aborts every process still attached).
 
 Exchanges (`allgather_objects`, ...) go through the coordination service's key-value store,
 not the devices: any thread may use them (the reward scorer does) without racing the device
@@ -326,23 +327,27 @@ def _stop_watchdog() -> None:
         _STATE["watchdog"].join(timeout=2 * POLL_S + 1)
 
 
+def _published_abort(client) -> tuple[int, int, str] | None:
+    """(process, exit code, message) of the abort published in this run, if any."""
+    try:
+        raw = client.key_value_try_get(_ABORT_KEY)
+    except Exception:  # noqa: BLE001 — not set (or the coordinator is gone: XLA handles that)
+        return None
+    sender, code, message = raw.split("\t", 2)
+    return int(sender), int(code), message
+
+
 def _watch(stop: threading.Event) -> None:
     client = _compat.distributed_client()
     me = process_index()
     while not stop.wait(POLL_S):
-        try:
-            raw = client.key_value_try_get(_ABORT_KEY)
-        except Exception:  # noqa: BLE001 — not set yet, or the coordinator is gone (XLA handles that)
+        found = _published_abort(client)
+        if found is None or found[0] == me or _STATE["aborting"]:
             continue
-        sender, code, message = raw.split("\t", 2)
-        if int(sender) == me or _STATE["aborting"]:
-            continue
+        _STATE["aborting"] = True
+        sender, code, message = found
         _emit(f"error: process {sender} of {process_count()} stopped the run: {message}")
-        try:
-            client.key_value_set(f"{_ABORT_KEY}/ack/{me}", "1")
-        except Exception:  # noqa: BLE001
-            pass
-        os._exit(int(code))
+        _exit_after_abort(client, code)
 
 
 def _emit_flush() -> None:
@@ -358,31 +363,52 @@ def _emit(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def abort(message: str, code: int = 1, *, ack_timeout_s: float = 10.0) -> None:
-    """Stops every process of the run: publishes `message` (one line), waits up to
-    `ack_timeout_s` for the others to see it (process 0 hosts the key-value store, so it must
-    not leave first), and exits this process with `code` without JAX's shutdown barrier (the
-    others will not reach it). A no-op in a single-process run."""
+def _exit_after_abort(client, code: int, ack_timeout_s: float = 10.0) -> None:
+    """Leaves the run at once, except process 0: it hosts the coordination service, whose end
+    makes XLA abort every process still connected (SIGABRT, a message blaming "another task"),
+    so it waits until every other process has said it is leaving (or `ack_timeout_s`)."""
+    me = process_index()
+    try:
+        client.key_value_set(f"{_ABORT_KEY}/ack/{me}", "1")
+    except Exception:  # noqa: BLE001
+        pass
+    if me == 0:
+        deadline = time.monotonic() + ack_timeout_s
+        for p in range(1, process_count()):
+            left_ms = int(1000 * (deadline - time.monotonic()))
+            if left_ms <= 0:
+                break
+            try:
+                client.blocking_key_value_get(f"{_ABORT_KEY}/ack/{p}", left_ms)
+            except Exception:  # noqa: BLE001 — gone already (killed), or too slow: leave anyway
+                pass
+        time.sleep(2 * POLL_S)  # from their ack to their exit
+    _emit_flush()
+    os._exit(int(code))
+
+
+def fail(line: str, code: int = 1) -> None:
+    """This process failed with `line` (an `error: ...` line): prints it prefixed with
+    `[process k of N]`, tells every other process (whose watchdog prints it and exits with
+    `code`), and exits without JAX's shutdown barrier, which the others will not reach. When
+    another process failed first (this error may be a consequence: a collective that lost its
+    peer), its message is printed instead. Never returns; a no-op in a single-process run."""
     if not is_initialized():
         return
     _STATE["aborting"] = True
     client = _compat.distributed_client()
     me, n = process_index(), process_count()
+    first = _published_abort(client)
+    if first is not None and first[0] != me:
+        sender, first_code, message = first
+        _emit(f"error: process {sender} of {n} stopped the run: {message}")
+        _exit_after_abort(client, first_code)
+    _emit(f"[process {me} of {n}] {line}")
     try:
-        client.key_value_set(_ABORT_KEY, f"{me}\t{int(code)}\t{message}")
-    except Exception:  # noqa: BLE001 — another process aborted first; the others heard it
+        client.key_value_set(_ABORT_KEY, f"{me}\t{int(code)}\t{line.removeprefix('error: ')}")
+    except Exception:  # noqa: BLE001 — another process aborted a moment ago: its watchdog message is the cause
         pass
-    deadline = time.monotonic() + ack_timeout_s
-    for p in range(n):
-        left_ms = int(1000 * (deadline - time.monotonic()))
-        if p == me or left_ms <= 0:
-            continue
-        try:
-            client.blocking_key_value_get(f"{_ABORT_KEY}/ack/{p}", left_ms)
-        except Exception:  # noqa: BLE001 — it is gone already, or failed itself
-            pass
-    _emit_flush()
-    os._exit(int(code))
+    _exit_after_abort(client, code)
 
 
 # ---------------------------------------------------------------------------- who am I
