@@ -22,7 +22,8 @@ def free_port() -> int:
 
 
 def device_env(devices: int) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu",
+    path = os.pathsep.join([str(REPO), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])])
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
     env.pop("OPENRS_DEBUG", None)
     return env

@@ -142,3 +142,19 @@ def dist_free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_signal_on_any_process_stops_every_process(monkeypatch):
+    """`Trainer._stop_requested` with 2 processes: the signal number of whichever process got
+    one (first in process order) becomes every process's."""
+    from openrs_jax.trainer.trainer import Trainer
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.stopped_by = None
+    monkeypatch.setattr(dist, "process_count", lambda: 2)
+    exchanged = []
+    monkeypatch.setattr(dist, "first_set", lambda tag, v: exchanged.append((tag, v)) or 15)
+    assert trainer._stop_requested() and trainer.stopped_by == 15 and exchanged == [("stop", None)]
+    monkeypatch.setattr(dist, "first_set", lambda tag, v: v)
+    trainer.stopped_by = None
+    assert not trainer._stop_requested() and trainer.stopped_by is None
