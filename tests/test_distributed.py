@@ -105,16 +105,42 @@ def test_one_process_exchanges_are_identities():
     assert dist.any_process("t", True)
 
 
-def test_overlapped_rollouts_are_refused_with_several_processes(monkeypatch):
+def test_overlapped_rollouts_and_split_meshes_are_refused_with_several_processes(monkeypatch):
     from openrs_jax.config import ConfigError, load_config
     from openrs_jax.trainer import setup
 
     cfg = load_config("quickstart", ["rollout.mode=one_step_off"])
+    split = load_config("quickstart", ["mesh.rollout_devices=2"])
     setup.check_multiprocess(cfg)  # one process: fine
+    setup.check_multiprocess(split)
     monkeypatch.setattr(dist, "process_count", lambda: 2)
     with pytest.raises(ConfigError, match="one_step_off.*one process only.*rollout.mode: sync"):
         setup.check_multiprocess(cfg)
+    with pytest.raises(ConfigError, match="mesh.rollout_devices runs in one process only"):
+        setup.check_multiprocess(split)
     setup.check_multiprocess(load_config("quickstart"))
+
+
+class FakeDevice:
+    def __init__(self, process_index, id):
+        self.process_index, self.id = process_index, id
+
+    def __repr__(self):
+        return f"d{self.id}"
+
+
+def test_the_mesh_takes_the_same_devices_from_every_process(monkeypatch):
+    from openrs_jax.config import ConfigError, load_config
+    from openrs_jax.trainer import setup
+
+    devices = [FakeDevice(p, 4 * p + i) for p in range(2) for i in range(4)]
+    monkeypatch.setattr(setup.jax, "devices", lambda: devices)
+    monkeypatch.setattr(setup.shd, "make_mesh", lambda sizes, devices: [d.id for d in devices])
+    monkeypatch.setattr(dist, "process_count", lambda: 2)
+    assert setup.build_meshes(load_config("quickstart"))[0] == list(range(8))
+    assert setup.build_meshes(load_config("quickstart", ["mesh.num_devices=4"]))[0] == [0, 1, 4, 5]
+    with pytest.raises(ConfigError, match="mesh.num_devices \\(3\\) must be a multiple of 2"):
+        setup.build_meshes(load_config("quickstart", ["mesh.num_devices=3"]))
 
 
 def test_a_coordinator_that_does_not_answer_is_a_one_line_error(tmp_path):

@@ -115,9 +115,9 @@ def build_meshes(cfg: RunConfig) -> tuple[jax.sharding.Mesh, jax.sharding.Mesh |
     """(training mesh, sampling mesh or None). With `mesh.rollout_devices` = r > 0 the last r
     devices sample (data-parallel rows, `SAMPLE_RULES`) and the others train.
 
-    Several processes: both meshes span every process, each giving the same number of its own
-    devices (`mesh.num_devices` / N; of them the last `rollout_devices` / N sample), process by
-    process, so the inner mesh axes (tensor, then fsdp) stay within a host."""
+    Several processes: the mesh spans every process, each giving the same number of its own
+    devices (`mesh.num_devices` / N), process by process, so the inner mesh axes (tensor, then
+    fsdp) stay within a host."""
     check_multiprocess(cfg)
     groups = dist.devices_by_process(jax.devices())
     k, local = len(groups), min(len(g) for g in groups)
@@ -125,9 +125,9 @@ def build_meshes(cfg: RunConfig) -> tuple[jax.sharding.Mesh, jax.sharding.Mesh |
     r = cfg.mesh.rollout_devices
     if n > k * local:
         raise ConfigError(f"mesh.num_devices {n} > {k * local} visible devices")
-    if k > 1 and (n % k or r % k):
-        raise ConfigError(f"with {k} processes, mesh.num_devices ({n}) and mesh.rollout_devices ({r}) must be "
-                          f"multiples of {k}: every process takes the same share of each mesh")
+    if k > 1 and n % k:
+        raise ConfigError(f"with {k} processes, mesh.num_devices ({n}) must be a multiple of {k}: every "
+                          "process gives the same number of its devices")
     if r == 0:
         devices = [d for g in groups for d in g[: n // k]]
         return shd.make_mesh(cfg.mesh.axis_sizes(len(devices)), devices=devices), None
@@ -138,9 +138,8 @@ def build_meshes(cfg: RunConfig) -> tuple[jax.sharding.Mesh, jax.sharding.Mesh |
         )
     if cfg.rollout.engine != "jax":
         raise ConfigError("mesh.rollout_devices needs rollout.engine: jax (a vLLM server has its own GPUs)")
-    per, r_per = n // k, r // k
-    train = [d for g in groups for d in g[: per - r_per]]
-    roll = [d for g in groups for d in g[per - r_per : per]]
+    devices = groups[0][:n]  # one process (check_multiprocess)
+    train, roll = devices[: n - r], devices[n - r :]
     train_mesh = shd.make_mesh(cfg.mesh.axis_sizes(len(train)), devices=train)
     return train_mesh, shd.make_mesh({"data": r, "fsdp": 1, "tensor": 1}, devices=roll)
 
@@ -155,6 +154,11 @@ def check_multiprocess(cfg: RunConfig) -> None:
         # order, which two threads per process do not guarantee.
         raise ConfigError(f"rollout.mode {cfg.rollout.mode!r} runs in one process only; with "
                           f"{dist.process_count()} processes use rollout.mode: sync")
+    if cfg.mesh.rollout_devices:
+        # The weight sync copies the parameters device to device between the two meshes; JAX
+        # (0.10, 0.11) reshards across processes only within one set of devices.
+        raise ConfigError(f"mesh.rollout_devices runs in one process only; with {dist.process_count()} "
+                          "processes the jax engine samples on the training mesh (mesh.rollout_devices: 0)")
 
 
 def build_model(cfg: RunConfig, mesh: jax.sharding.Mesh) -> Qwen2:
