@@ -122,7 +122,7 @@ def test_killed_run_resumes_to_the_same_records(reference, tiny_eval_model, shar
         }
 
 
-@pytest.mark.slow  # ~1 min on 2 busy CPU cores: two JAX processes
+@pytest.mark.slow  # 45 s on 2 CPU cores (80 when busy): two JAX processes
 def test_two_processes_write_the_records_of_one(reference, tiny_eval_model, shared_data, tmp_path):
     """2 processes x 4 CPU devices (a data-parallel mesh over both) give the 1-process records;
     process 0 alone logs and writes."""

@@ -17,7 +17,7 @@ from test_vllm_engine import FakeVLLM, make_engine
 HERE = pathlib.Path(__file__).resolve().parent
 
 
-@pytest.mark.slow  # ~45 s on 2 busy CPU cores (two JAX processes start)
+@pytest.mark.slow  # 23 s on 2 CPU cores (45 when busy): two JAX processes
 def test_only_process_0_talks_to_the_server_and_every_process_gets_the_batch(tmp_path):
     fake = FakeVLLM()
     try:
@@ -49,7 +49,7 @@ def test_only_process_0_talks_to_the_server_and_every_process_gets_the_batch(tmp
     np.testing.assert_array_equal(pushed["model.layers.0.self_attn.q_proj.weight"], got[0]["q"].T)
 
 
-@pytest.mark.slow  # ~40 s on 2 busy CPU cores
+@pytest.mark.slow  # 22 s on 2 CPU cores (40 when busy)
 def test_an_error_in_process_0_stops_process_1_with_that_error(tmp_path):
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     group = launch(["--url", url, "--sync-dir", str(tmp_path / "sync"), "--out-dir", str(tmp_path), "--timeout", "1"],

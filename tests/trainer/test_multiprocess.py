@@ -46,7 +46,7 @@ def quickstart(out, *extra):
             "--set", "rollout.max_completion_length=2", *extra]
 
 
-@pytest.mark.slow  # ~4-6 min on 2 busy CPU cores: 1 + 2 + 2 processes of the quickstart
+@pytest.mark.slow  # 3 min on 2 CPU cores (4 when busy): 1 + 2 + 2 processes of the quickstart
 def test_two_processes_match_one_then_survive_a_kill_and_resume_exactly(tmp_path):
     ref = launch(quickstart(tmp_path / "ref"), processes=1, devices=8, log_dir=tmp_path / "logs-ref")
     assert ref.wait(HANG) == [0], ref.output(0)[-3000:]
@@ -91,7 +91,7 @@ def openrs3(out, small_r1, shared_data, max_steps, *extra):
     return ["--config", "openrs3", "--output-dir", str(out), *[a for s in sets for a in ("--set", s)], *extra]
 
 
-@pytest.mark.slow  # ~3 min on 2 busy CPU cores: 1 process for 2 steps, then 2 processes for 1 step
+@pytest.mark.slow  # 2.2 min on 2 CPU cores (6 when busy): 1 process for 2 steps, then 2 processes for 1
 def test_openrs3_small_resumes_a_one_process_checkpoint_in_two_processes(tmp_path, shared_data, small_r1):
     ref = tmp_path / "ref"
     one = launch(openrs3(ref, small_r1, shared_data, 2), processes=1, devices=8, log_dir=tmp_path / "logs-ref")
