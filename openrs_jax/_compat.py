@@ -44,3 +44,21 @@ def set_variable_value(var: nnx.Variable, value: Any) -> None:
 
 def is_gpu() -> bool:
     return jax.default_backend() == "gpu"
+
+
+def distributed_client() -> Any:
+    """The distributed runtime's client (its key-value store and barriers), after
+    `jax.distributed.initialize`. Private in JAX 0.10 and 0.11 (`multihost_utils` and Orbax
+    reach it the same way); raises RuntimeError when the runtime is not running."""
+    from jax._src import distributed
+
+    client = distributed.global_state.client
+    if client is None:
+        raise RuntimeError("the JAX distributed runtime is not initialized")
+    return client
+
+
+def cpu_collectives_unset() -> bool:
+    """Whether no cross-process collective implementation is configured for CPU devices
+    (JAX 0.10 and 0.11 default to gloo; some earlier versions to none)."""
+    return getattr(jax.config, "jax_cpu_collectives_implementation", "gloo") in (None, "none")

@@ -21,6 +21,14 @@ written into the committed step at the next `save`, `wait` or `close`. `restore_
 verifies a step against its manifest before restoring it and falls back to the newest intact
 step, saying which step was damaged and why; a step saved before checksums existed (no
 manifest) is restored unverified, with a note.
+
+Several processes (`openrs_jax.distributed`; the run directory on a filesystem every host
+sees): each process writes the shards of the arrays its devices hold, and Orbax commits a step
+once all have written. Process 0 writes the manifest (in Orbax's commit hook, which runs on
+process 0 after every process's shards exist) and verifies steps on restore; its verdict is
+broadcast, and a step that fails to restore on any process counts as damaged on all, so every
+process restores the same step, into any process count or mesh (the abstract targets decide
+the layout).
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import jax
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from openrs_jax import distributed as dist
 from openrs_jax import sharding as shd
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -266,6 +275,13 @@ class RunCheckpointer:
         FileNotFoundError for a step without a manifest."""
         return verify_step(self.directory / str(step))
 
+    def _verdict(self, step: int) -> tuple[str | None, bool]:
+        """(what is wrong with `step` or None, whether it has a manifest)."""
+        try:
+            return self.verify(step), True
+        except FileNotFoundError:
+            return None, False
+
     def restore_latest_intact(
         self, abstract_params: nnx.State, abstract_opt_state: Any | None, *, steps: Iterable[int] | None = None
     ) -> Restored | None:
@@ -280,15 +296,16 @@ class RunCheckpointer:
         damaged: list[tuple[int, str]] = []  # newest first
         notes: list[str] = []
         for step in candidates:
-            try:
-                problem, verified = self.verify(step), True
-            except FileNotFoundError:
-                problem, verified = None, False
+            # Process 0 reads and hashes; every process takes its verdict.
+            problem, verified = dist.broadcast_object("checkpoint-verify",
+                                                      self._verdict(step) if dist.is_primary() else None)
             if problem is None:
                 try:
                     params, opt_state, meta = self.restore(step, abstract_params, abstract_opt_state)
+                    failed = None
                 except CheckpointError as e:
-                    problem = _first_line(e.__cause__ or e)
+                    failed = _first_line(e.__cause__ or e)
+                problem = dist.first_set("checkpoint-restore", failed)
             if problem is not None:
                 damaged.append((step, problem))
                 continue
@@ -353,7 +370,7 @@ def load_model_from_run(
         if mesh is not None:
             shardings = shd.state_shardings(abstract, mesh, shd.TRAIN_RULES)
         else:
-            device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+            device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])  # this process's own
             shardings = jax.tree.map(lambda _: device, abstract)
         abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
         try:

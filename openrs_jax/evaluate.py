@@ -22,6 +22,11 @@ running (`--vllm-url`) or started here from the HF directory (`--vllm-launch`, w
 `--vllm-args` passed to vLLM, e.g. "--max-model-len 33792 --gpu-memory-utilization 0.8").
 A model from a run directory is pushed to the server with the engine's weight sync; with an
 HF directory and --vllm-url the server must already serve those weights (nothing is pushed).
+
+Several processes (`srun`, `mpirun`, a JobSet, or --coordinator-address/--num-processes/
+--process-id; docs/MULTIHOST.md): the jax engine samples on one mesh over every process's
+devices (rows data-parallel), every process grades the same completions, and process 0 alone
+writes --output. The vllm engine runs in one process (its server does the sampling).
 """
 
 from __future__ import annotations
@@ -85,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     vllm_group.add_argument("--vllm-python", default=None, help="interpreter with vllm (default: see serve.py)")
     vllm_group.add_argument("--vllm-args", default="", help="extra vLLM server flags for --vllm-launch")
     vllm_group.add_argument("--vllm-startup-timeout", type=float, default=600.0)
+    from openrs_jax.cli import add_distributed_arguments
+
+    add_distributed_arguments(p)
     return p
 
 
@@ -119,7 +127,7 @@ def load_run_dir(path: pathlib.Path, step: int | None, dtype: str):
             f"openrs_jax.checkpoint.load_model_from_run is not available ({e}). Pass an HF model directory "
             "instead (e.g. one exported with openrs_jax.weights.save_hf)."
         ) from None
-    return load_model_from_run(path, step=step, dtype=dtype)
+    return load_model_from_run(path, step=step, dtype=dtype, mesh=global_mesh())
 
 
 def eos_and_pad(loaded: LoadedModel) -> tuple[list[int], int]:
@@ -135,6 +143,18 @@ def eos_and_pad(loaded: LoadedModel) -> tuple[list[int], int]:
         return rule(loaded.tokenizer, model_eos)
     except ValueError as e:
         raise SystemExit(f"openrs_jax.evaluate: {e}") from None
+
+
+def global_mesh():
+    """With several processes: a data-parallel mesh over every process's devices (the model
+    must span them all); None in one process (the model sits on one device)."""
+    from openrs_jax import distributed as dist
+
+    if dist.process_count() == 1:
+        return None
+    from openrs_jax.sharding import make_mesh
+
+    return make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
 
 
 def load_model(args: argparse.Namespace, need_weights: bool) -> LoadedModel:
@@ -159,7 +179,7 @@ def load_model(args: argparse.Namespace, need_weights: bool) -> LoadedModel:
 
             from openrs_jax.weights import load_hf
 
-            model = load_hf(path, dtype=jnp.dtype(args.dtype))
+            model = load_hf(path, dtype=jnp.dtype(args.dtype), mesh=global_mesh())
         return LoadedModel(path.resolve().name, tokenizer, hf_dir=path, model=model)
     model, tokenizer, step = load_run_dir(path, args.step, args.dtype)
     if args.tokenizer:
@@ -177,8 +197,9 @@ def make_engine(args: argparse.Namespace, loaded: LoadedModel, out_dir: pathlib.
 
         # pow2_rows: each benchmark's last chunk has its own size; powers of two cap the shapes
         # the sampler compiles for (about 40 s each for the 1.5B model on an H100).
+        mesh = global_mesh()
         engine = JaxEngine(loaded.model, eos_token_ids=eos, pad_token_id=pad, max_batch_size=args.max_batch_size,
-                           prompt_bucket=args.prompt_bucket, pow2_rows=True)
+                           prompt_bucket=args.prompt_bucket, pow2_rows=True, mesh=mesh)
         return engine, engine.close
 
     from openrs_jax.rollout import vllm_server as vs
@@ -247,6 +268,28 @@ def check_run_config(out_dir: pathlib.Path, config: dict[str, Any], write: bool 
         report.atomic_write_text(path, json.dumps(config, indent=2) + "\n")
 
 
+class SharedStore:
+    """A benchmark's RecordStore as every process of a multi-process evaluation sees it:
+    process 0 reads (and repairs) the file and sends what it read to the others, so all skip
+    the same chunks; only process 0 appends."""
+
+    def __init__(self, store: RecordStore):
+        from openrs_jax import distributed as dist
+
+        self._dist = dist
+        self._store = store
+        self.path, self.samples, self.dropped = store.path, store.samples, 0
+
+    def load(self) -> dict[int, dict[str, Any]]:
+        mine = (self._store.load(), self._store.dropped) if self._dist.is_primary() else None
+        done, self.dropped = self._dist.broadcast_object("eval-records", mine)
+        return done
+
+    def append(self, records: Sequence[dict[str, Any]]) -> None:
+        if self._dist.is_primary():
+            self._store.append(records)
+
+
 def default_output(args: argparse.Namespace) -> pathlib.Path:
     name = pathlib.Path(args.model).resolve().name + ("" if args.step is None else f"-step{args.step}")
     return pathlib.Path("eval_results") / name
@@ -254,6 +297,16 @@ def default_output(args: argparse.Namespace) -> pathlib.Path:
 
 def evaluate(args: argparse.Namespace, log: Callable[[str], None] = _log) -> dict[str, Any]:
     """Runs the evaluation described by parsed CLI arguments; returns the results dict."""
+    from openrs_jax import distributed as dist
+
+    primary = dist.is_primary() if dist.is_initialized() else True
+    if not primary:
+        log = lambda message: None  # noqa: E731 — one voice: process 0's
+    if args.engine == "vllm" and dist.is_initialized():
+        from openrs_jax.cli import UserError
+
+        raise UserError("--engine vllm evaluates in one process (the server samples); start it without "
+                        "--num-processes / the multi-process launcher")
     names = bm.parse_benchmarks(args.benchmarks)
     settings = run_settings(args)
     problems = {n: bm.load_benchmark(n, args.data_dir, args.limit) for n in names}
@@ -274,7 +327,7 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = _log) -> dic
     loaded = load_model(args, need_weights=args.engine == "jax" or not is_hf_dir(pathlib.Path(args.model)))
     config["step"] = loaded.step
     out_dir.mkdir(parents=True, exist_ok=True)
-    check_run_config(out_dir, config)
+    check_run_config(out_dir, config, write=primary)
     pool = grading.grading_pool(args.grading_workers, args.grading_timeout)
     engine, close = make_engine(args, loaded, out_dir)
     per_benchmark: dict[str, dict[str, Any]] = {}
@@ -282,6 +335,8 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = _log) -> dic
         for name in names:
             t0 = time.perf_counter()
             store = RecordStore(out_dir / "records" / f"{name}.jsonl", settings.samples)
+            if dist.is_initialized():
+                store = SharedStore(store)
             result = evaluate_benchmark(problems[name], engine, loaded.tokenizer, settings, pool, store, log)
             summary = dict(result.summary)
             summary.update(
@@ -295,6 +350,8 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = _log) -> dic
         close()
     results = report.build_results(per_benchmark, samples=settings.samples,
                                    settings={k: v for k, v in config.items() if k != "prompt_template"})
+    if not primary:
+        return results
     json_path, md_path = report.write_reports(out_dir, results, label=args.label or loaded.name)
     print(report.markdown_table(results, args.label or loaded.name, published=False), flush=True)
     log(f"wrote {json_path}, {md_path} and {out_dir / 'records'}")
@@ -311,6 +368,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     def run() -> int:
+        from openrs_jax.cli import start_distributed
+
+        start_distributed(args, log=_log)  # several processes: join them before JAX starts
         evaluate(args)
         return 0
 

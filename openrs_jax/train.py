@@ -3,6 +3,7 @@
     python -m openrs_jax.train --config configs/openrs3.yaml [--set optim.max_steps=100 ...]
     python -m openrs_jax.train                      # the CPU quickstart (configs/quickstart.yaml)
     python -m openrs_jax.train --config RUN_DIR/config.yaml --resume
+    srun python -m openrs_jax.train --config openrs3     # several hosts (docs/MULTIHOST.md)
 
 Writes to checkpoint.output_dir (default checkpoints/<run_name>): config.yaml, metrics.jsonl,
 completions.jsonl, TensorBoard events, Orbax checkpoints, plots. SIGTERM / Ctrl-C finish the
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="continue from the newest checkpoint in the run directory")
     ap.add_argument("--output-dir", default=None, help="shorthand for --set checkpoint.output_dir=DIR")
     ap.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    from openrs_jax.cli import add_distributed_arguments
+
+    add_distributed_arguments(ap)
     return ap
 
 
@@ -63,9 +67,13 @@ def _main(argv) -> int:
     # card. Set before JAX initialises its backend; an explicit user setting wins.
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.9")
     _enable_compilation_cache()
-    from openrs_jax.cli import UserError
+    from openrs_jax.cli import UserError, start_distributed
     from openrs_jax.config import dump_yaml, load_config
 
+    if not args.print_config:
+        # Several processes (SLURM, MPI, Kubernetes, or the flags): join them before JAX starts,
+        # so that an error in any process from here on stops them all.
+        start_distributed(args, log=lambda msg: print(msg, flush=True))
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"checkpoint.output_dir={args.output_dir}")

@@ -20,6 +20,7 @@ LAYERS = {
     "openrs_jax._compat": 1,
     "openrs_jax.compile_stats": 1,
     "openrs_jax.sharding": 1,
+    "openrs_jax.distributed": 1,
     "openrs_jax.model": 2,
     "openrs_jax.weights": 3,
     "openrs_jax.grpo": 3,

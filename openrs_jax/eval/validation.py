@@ -123,6 +123,8 @@ class BestCheckpointTracker:
     mode: "max" or "min". Ties keep the earlier step (fewer updates, less drift).
     step_dir: step -> checkpoint directory (default `<run_dir>/checkpoints/<step>`, the layout
       of openrs_jax.checkpoint); the link is relative, so the run directory can be moved.
+    write: False tracks without writing the file or the link (a trainer's processes other
+      than process 0 take the same decisions; process 0 writes them).
     An existing best_checkpoint.json is read back (a resumed run keeps its best).
     """
 
@@ -136,6 +138,7 @@ class BestCheckpointTracker:
         *,
         step_dir: Callable[[int], str | os.PathLike] | None = None,
         link_name: str = "best",
+        write: bool = True,
     ):
         if mode not in ("max", "min"):
             raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
@@ -145,6 +148,7 @@ class BestCheckpointTracker:
         # openrs_jax.checkpoint.CHECKPOINT_SUBDIR; not imported: that module pulls in Orbax/JAX.
         self.step_dir = step_dir or (lambda step: self.run_dir / "checkpoints" / str(step))
         self.link_name = link_name
+        self.write = write
         self.best_step: int | None = None
         self.best_value: float | None = None
         self.history: list[dict[str, Any]] = []
@@ -178,9 +182,10 @@ class BestCheckpointTracker:
         improved = not math.isnan(value) and self._better(value)
         if improved:
             self.best_step, self.best_value = int(step), value
-        self._write()
-        if improved:
-            self._link()
+        if self.write:
+            self._write()
+            if improved:
+                self._link()
         return improved
 
     def best_path(self) -> pathlib.Path | None:

@@ -8,6 +8,10 @@ server at `spec.vllm.url`, or starts one (`spec.vllm.launch`) from an HF directo
 model (written to `work_dir` when the caller has none), and, when asked, pushes the model's
 weights so the server samples from exactly these parameters. `close()` releases everything
 the builder started (device buffers, the server process group).
+
+Several processes: the jax engine runs on the process-spanning mesh in every process; a vllm
+engine (and a launched server) exists in process 0 only, behind `PrimaryEngine` everywhere
+(rollout/primary.py), so one client talks to one server and the batch is broadcast.
 """
 
 from __future__ import annotations
@@ -99,7 +103,24 @@ def build_engine(
         return engine, engine.close
     if spec.kind != "vllm":
         raise ValueError(f"unknown rollout engine {spec.kind!r} (jax or vllm)")
+    from openrs_jax import distributed as dist
 
+    if dist.process_count() > 1:
+        from openrs_jax.rollout.primary import PrimaryEngine, host_model
+
+        # The parameters span processes: every process gathers them (a collective), process 0
+        # alone builds the client (and the server) from the gathered copy.
+        model = host_model(model) if model is not None else None
+        inner, close = (_build_vllm(spec, model, eos_token_ids, pad_token_id, work_dir, tokenizer, hf_dir, log)
+                        if dist.is_primary() else (None, lambda: None))
+        engine = PrimaryEngine(inner)
+        return engine, close
+    return _build_vllm(spec, model, eos_token_ids, pad_token_id, work_dir, tokenizer, hf_dir, log)
+
+
+def _build_vllm(spec: EngineSpec, model: Any, eos_token_ids: Sequence[int], pad_token_id: int,
+                work_dir: pathlib.Path, tokenizer: Any, hf_dir: str | pathlib.Path | None,
+                log: Callable[[str], None]) -> tuple[RolloutEngine, Callable[[], None]]:
     from openrs_jax.rollout import vllm_server as vs
     from openrs_jax.rollout.vllm_engine import RetryPolicy, VLLMEngine
 

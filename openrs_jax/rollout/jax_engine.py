@@ -32,6 +32,11 @@ Decode is memory-bound: every step reads the weights and the KV cache. So:
    ~128 rows costs about the weights' read whatever the rows: by default the full-cache mode
    compacts only down to 128 rows (the recipe's 72 rows never compact: one decode program).
 
+Several processes (`openrs_jax.distributed`): the mesh spans them all and every process runs
+this same code on the same prompts; the batch's rows are gathered to every process
+(`to_host`) after each segment's stop check and at the end, so all take the same host-side
+decisions (stop, compact) and return the same RolloutBatch.
+
 Per-row PRNG: row r of a call with seed s samples step t with
 `fold_in(fold_in(fold_in(key(s), r), t)`, so results do not depend on compaction or batching.
 """
@@ -51,6 +56,7 @@ from flax import nnx
 
 from openrs_jax import sharding as shd
 from openrs_jax.compile_stats import CompileCounter
+from openrs_jax.distributed import to_host
 from openrs_jax.model import KVCache, Qwen2, abstract_model
 from openrs_jax.rollout.base import FINISH_LENGTH, RolloutBatch, RolloutEngine, SamplingParams, pack_arrays
 from openrs_jax.rollout.sampling import sample_tokens
@@ -494,15 +500,15 @@ class JaxEngine(RolloutEngine):
                     state = jax.device_put(state, jax.tree.map(lambda x: self._state_sharding(x), state))
             state = self._segment_fn(st, kv_read)(self._params, state, jnp.int32(end))
             step = int(state.step)
-            done = np.asarray(state.done)
+            done = to_host(state.done)  # every process takes the same decisions below
             if done.all():
                 break
             active = np.flatnonzero(~done)
             cur = done.shape[0]
             new_b = max(min_rows, _round_up(next_pow2(len(active)), self._dp))
             if self.compact and new_b <= cur // 2:
-                host_tokens[row_map] = np.asarray(state.out_tokens)
-                host_logps[row_map] = np.asarray(state.out_logps)
+                host_tokens[row_map] = to_host(state.out_tokens)
+                host_logps[row_map] = to_host(state.out_logps)
                 filler = np.flatnonzero(done)[: new_b - len(active)]
                 idx = np.concatenate([active, filler])
                 row_map = row_map[idx]
@@ -511,8 +517,8 @@ class JaxEngine(RolloutEngine):
                     state = jax.device_put(state, jax.tree.map(lambda x: self._state_sharding(x), state))
                 if self.verbose:
                     print(f"[jax engine] step {step}: compacted {cur} -> {new_b} rows ({len(active)} running)")
-        host_tokens[row_map] = np.asarray(state.out_tokens)
-        host_logps[row_map] = np.asarray(state.out_logps)
+        host_tokens[row_map] = to_host(state.out_tokens)
+        host_logps[row_map] = to_host(state.out_logps)
         return host_tokens[:n], host_logps[:n], prefill_s
 
     def _to_batch(self, tokens, logps, prompts, num_generations, sampling) -> RolloutBatch:

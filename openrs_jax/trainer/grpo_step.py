@@ -13,6 +13,15 @@
 Steps 1–3 make an `Experience` (what was sampled, with what weights, and its rewards); steps
 4–8 learn from it. `grpo_step` runs both halves back to back (on-policy); the split is where an
 overlapped schedule puts its queue.
+
+Several processes (`openrs_jax.distributed`) run this same step on one global mesh. The data
+cursor, the step and the sampling seed are global, so the step is the same whatever the process
+count. Process k owns a contiguous share of the P prompts (`distributed.share`): it reads and
+tokenizes only those (1) and scores only their completions (3); the shares are exchanged
+through the coordination service, so every process holds the whole step (all P prompts, the
+rollouts, which the sampler gathers to every process, and all rewards) and computes the same
+advantages, the same training batch (placed on the global mesh from identical host arrays) and
+the same metrics. Only process 0 writes them (trainer.py).
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from openrs_jax import distributed as dist
 from openrs_jax import grpo
 from openrs_jax import sharding as shd
 from openrs_jax.compile_stats import CompileCounter
@@ -120,7 +130,7 @@ def experience_from_json(run: Run, d: dict[str, Any], cursor: dict[str, Any]) ->
     """Inverse of `experience_to_json`: the prompts are drawn again at `cursor` (where the
     experience's prompts were drawn), the texts decoded again from the stored tokens."""
     run.data.load_state_dict(cursor)
-    examples = run.data.next_batch(run.cfg.optim.num_prompts_per_step)
+    examples = draw_prompts(run, run.cfg.optim.num_prompts_per_step)
     batch = RolloutBatch(
         completion_ids=_unpack(d["completion_ids"]), completion_mask=_unpack(d["completion_mask"]),
         logprobs=_unpack(d["logprobs"]), lengths=_unpack(d["lengths"]), finish_reasons=list(d["finish_reasons"]),
@@ -146,17 +156,39 @@ def length_buckets(
 
 
 # ---------------------------------------------------------------------- 1–3: experience
+def draw_prompts(run: Run, n: int) -> list[dict]:
+    """The next `n` prompts of the stream (advances the cursor). Every process advances the
+    same global cursor, reads only its share of the examples, and receives the others'."""
+    if dist.process_count() == 1:
+        return run.data.next_batch(n)
+    indices = run.data.next_indices(n)
+    lo, hi = dist.share(n)
+    mine = [run.data.example(k, i) for k, i in indices[lo:hi]]
+    return [e for part in dist.allgather_objects("prompts", mine) for e in part]
+
+
 def score(run: Run, examples: list[dict], batch: RolloutBatch) -> Scores:
-    """Rewards of a rollout batch: each completion with its prompt's dataset columns."""
+    """Rewards of a rollout batch: each completion with its prompt's dataset columns. With
+    several processes each scores the completions of its share of the prompts, and the
+    scores are exchanged (every process returns all of them)."""
     from openrs_jax.rewards import combine_rewards
 
     g = run.cfg.grpo.num_generations
-    ids = batch.completion_token_lists()
+    lo, hi = dist.share(len(examples))
+    ids = batch.completion_token_lists()[lo * g : hi * g]
     texts = run.tokenizer.batch_decode(ids, skip_special_tokens=True)
-    columns = {key: [examples[i // g][key] for i in range(len(texts))] for key in examples[0] if key != "prompt_ids"}
+    columns = {key: [examples[lo + i // g][key] for i in range(len(texts))] for key in examples[0]
+               if key != "prompt_ids"}
     columns["completion_ids"] = ids
-    per_reward, total = combine_rewards(run.rewards.fns, run.rewards.weights, texts, **columns)
-    return Scores(per_reward, total, texts)
+    if texts:
+        per_reward, total = combine_rewards(run.rewards.fns, run.rewards.weights, texts, **columns)
+    else:  # fewer prompts than processes: nothing to score here
+        per_reward, total = np.zeros((0, len(run.rewards.fns))), np.zeros(0)  # float64, as combine_rewards
+    if dist.process_count() == 1:
+        return Scores(per_reward, total, texts)
+    parts = dist.allgather_objects("scores", (per_reward, total, texts))
+    return Scores(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                  [t for p in parts for t in p[2]])
 
 
 def sample(run: Run, step: int, examples: list[dict]) -> RolloutBatch:
@@ -182,7 +214,7 @@ def collect(run: Run, step: int, cursor: dict[str, Any], policy_step: int) -> Ex
     timer = PhaseTimer()
     p, g = cfg.optim.num_prompts_per_step, cfg.grpo.num_generations
     run.data.load_state_dict(cursor)
-    examples = run.data.next_batch(p)
+    examples = draw_prompts(run, p)
     with timer("rollout"):
         batch = sample(run, step, examples)
     engine_stats = dict(getattr(run.engine, "last_stats", {}))
@@ -201,7 +233,7 @@ def collect(run: Run, step: int, cursor: dict[str, Any], policy_step: int) -> Ex
     for _ in range(grpo.MAX_DYNAMIC_SAMPLING_ROUNDS):
         if grpo.enough_signal([s.total for *_, s in parts], p, g):
             break
-        more = run.data.next_batch(p)
+        more = draw_prompts(run, p)
         with timer("rollout"):
             extra = sample(run, step, more)
         with timer("rewards"):

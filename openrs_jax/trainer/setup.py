@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from openrs_jax import distributed as dist
 from openrs_jax import sharding as shd
 from openrs_jax.checkpoint import RunCheckpointer, abstract_with_shardings
 from openrs_jax.config import ConfigError, RunConfig
@@ -112,25 +113,52 @@ class Run:
 
 def build_meshes(cfg: RunConfig) -> tuple[jax.sharding.Mesh, jax.sharding.Mesh | None]:
     """(training mesh, sampling mesh or None). With `mesh.rollout_devices` = r > 0 the last r
-    devices sample (data-parallel rows, `SAMPLE_RULES`) and the others train."""
-    devices = jax.devices()
-    if cfg.mesh.num_devices is not None:
-        if cfg.mesh.num_devices > len(devices):
-            raise ConfigError(f"mesh.num_devices {cfg.mesh.num_devices} > {len(devices)} visible devices")
-        devices = devices[: cfg.mesh.num_devices]
+    devices sample (data-parallel rows, `SAMPLE_RULES`) and the others train.
+
+    Several processes: the mesh spans every process, each giving the same number of its own
+    devices (`mesh.num_devices` / N), process by process, so the inner mesh axes (tensor, then
+    fsdp) stay within a host."""
+    check_multiprocess(cfg)
+    groups = dist.devices_by_process(jax.devices())
+    k, local = len(groups), min(len(g) for g in groups)
+    n = cfg.mesh.num_devices if cfg.mesh.num_devices is not None else k * local
     r = cfg.mesh.rollout_devices
+    if n > k * local:
+        raise ConfigError(f"mesh.num_devices {n} > {k * local} visible devices")
+    if k > 1 and n % k:
+        raise ConfigError(f"with {k} processes, mesh.num_devices ({n}) must be a multiple of {k}: every "
+                          "process gives the same number of its devices")
     if r == 0:
+        devices = [d for g in groups for d in g[: n // k]]
         return shd.make_mesh(cfg.mesh.axis_sizes(len(devices)), devices=devices), None
-    if r >= len(devices):
+    if r >= n:
         raise ConfigError(
-            f"mesh.rollout_devices {r} leaves no device to train on ({len(devices)} devices); "
+            f"mesh.rollout_devices {r} leaves no device to train on ({n} devices); "
             "use 0 to sample on the training mesh"
         )
     if cfg.rollout.engine != "jax":
         raise ConfigError("mesh.rollout_devices needs rollout.engine: jax (a vLLM server has its own GPUs)")
-    train, roll = devices[: len(devices) - r], devices[len(devices) - r :]
+    devices = groups[0][:n]  # one process (check_multiprocess)
+    train, roll = devices[: n - r], devices[n - r :]
     train_mesh = shd.make_mesh(cfg.mesh.axis_sizes(len(train)), devices=train)
     return train_mesh, shd.make_mesh({"data": r, "fsdp": 1, "tensor": 1}, devices=roll)
+
+
+def check_multiprocess(cfg: RunConfig) -> None:
+    """Refuses what several processes cannot run yet (ConfigError; no-op for one process)."""
+    if dist.process_count() == 1:
+        return
+    if cfg.rollout.mode != "sync":
+        # An overlapped schedule issues the sampler's device programs from a second thread,
+        # interleaved with the update's; every process must issue collectives in the same
+        # order, which two threads per process do not guarantee.
+        raise ConfigError(f"rollout.mode {cfg.rollout.mode!r} runs in one process only; with "
+                          f"{dist.process_count()} processes use rollout.mode: sync")
+    if cfg.mesh.rollout_devices:
+        # The weight sync copies the parameters device to device between the two meshes; JAX
+        # (0.10, 0.11) reshards across processes only within one set of devices.
+        raise ConfigError(f"mesh.rollout_devices runs in one process only; with {dist.process_count()} "
+                          "processes the jax engine samples on the training mesh (mesh.rollout_devices: 0)")
 
 
 def build_model(cfg: RunConfig, mesh: jax.sharding.Mesh) -> CausalLM:

@@ -8,7 +8,13 @@ One step is `grpo_step.grpo_step` (read it top to bottom); this module only sequ
 and owns what surrounds them. Step s (1-based) samples with seed f(run seed, s) and reads the
 next prompts at the state's data cursor, so a run resumed from the checkpoint of step k replays
 steps k+1… exactly as the uninterrupted run did. SIGTERM/SIGINT finish the current step, save,
-and exit (the CLI then exits 128 + the signal number). A step whose loss, gradient or update is
+and exit (the CLI then exits 128 + the signal number).
+
+Several processes (`openrs_jax.distributed`): every process runs this loop on one global mesh
+and takes the same decisions (the metrics are the same everywhere). Process 0 alone holds the
+run-directory lock and writes config.yaml, metrics, the completions table, plots,
+summary.json and the best-checkpoint record; every process writes its shards of each Orbax
+checkpoint. A signal received by any process stops all of them after the same step. A step whose loss, gradient or update is
 not finite is not applied; after `optim.max_nonfinite_steps` in a row the run stops with its
 last checkpoint intact.
 
@@ -32,6 +38,7 @@ import signal
 import sys
 from typing import Any, Callable
 
+from openrs_jax import distributed as dist
 from openrs_jax.checkpoint import CheckpointError
 from openrs_jax.config import ConfigError, RunConfig, dump_yaml, load_config
 from openrs_jax.metrics import COMPLETIONS_FILE, JsonlWriter, MetricsLogger
@@ -55,9 +62,10 @@ class RunWriteError(RuntimeError):
 @dataclasses.dataclass
 class Sinks:
     """Where a run's records go: metrics (stdout/JSONL/TensorBoard), the completions table,
-    and validation with its best-step tracker (None when off)."""
+    and validation with its best-step tracker (None when off). The logger and the table are
+    None on processes other than 0."""
 
-    logger: MetricsLogger
+    logger: MetricsLogger | None
     completions: JsonlWriter | None
     validator: Any = None
     best: Any = None
@@ -70,7 +78,9 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, *, resume: bool = False, stream=None):
         self.cfg = cfg
-        self.stream = stream or sys.stdout
+        # One voice: with several processes only process 0 prints (errors still reach stderr).
+        self.primary = dist.is_primary()
+        self.stream = stream or (sys.stdout if self.primary else open(os.devnull, "w"))  # noqa: SIM115
         self.resume = resume or cfg.checkpoint.resume
         self.run_dir = pathlib.Path(cfg.checkpoint.output_dir).expanduser().absolute()
         self.run_parts: setup.Run | None = None
@@ -79,6 +89,8 @@ class Trainer:
         self.schedule: Schedule | None = None
         self.stopped_by: int | None = None
         self._closers: list[Callable[[], None]] = []
+        if self.stream is not sys.stdout and stream is None:
+            self._closers.append(self.stream.close)
 
     def _print(self, msg: str) -> None:
         print(msg, file=self.stream, flush=True)
@@ -100,20 +112,25 @@ class Trainer:
                 f"--resume: {self.run_dir} does not exist (checkpoint.output_dir {cfg.checkpoint.output_dir!r}, "
                 f"relative to {os.getcwd()}); nothing to resume"
             )
-        lock = rd.RunDirLock(self.run_dir)
-        lock.acquire()
-        self._closers.append(lock.release)
+        if self.primary:
+            # Process 0's lock stands for the whole run: the other processes write only their
+            # checkpoint shards, in step with it. (Another run on this directory fails here,
+            # on process 0, and its error stops that run's other processes.)
+            lock = rd.RunDirLock(self.run_dir)
+            lock.acquire()
+            self._closers.append(lock.release)
         run, state = setup.build_run(cfg, meshes=meshes, run_dir=self.run_dir, resume=self.resume,
                                      log=self._print, closers=self._closers)
         # The state is restored: only now does the run directory change.
         if self.resume:
             self._warn_changed(state)
-        stored = cfg.replace(checkpoint=dataclasses.replace(cfg.checkpoint, output_dir=str(self.run_dir)))
-        dump_yaml(stored, self.run_dir / rd.CONFIG_FILE)
-        overview = parameter_overview(run.policy.model(state.params), stats=False)  # clu's table
-        (self.run_dir / rd.PARAMETERS_FILE).write_text(overview + "\n")
-        self._print(f"[openrs] parameters: {overview.splitlines()[-1]} (table: {rd.PARAMETERS_FILE})")
-        rd.truncate_logs(self.run_dir, state.step)
+        if self.primary:
+            stored = cfg.replace(checkpoint=dataclasses.replace(cfg.checkpoint, output_dir=str(self.run_dir)))
+            dump_yaml(stored, self.run_dir / rd.CONFIG_FILE)
+            overview = parameter_overview(run.policy.model(state.params), stats=False)  # clu's table
+            (self.run_dir / rd.PARAMETERS_FILE).write_text(overview + "\n")
+            self._print(f"[openrs] parameters: {overview.splitlines()[-1]} (table: {rd.PARAMETERS_FILE})")
+            rd.truncate_logs(self.run_dir, state.step)
         in_flight = None if state.in_flight is None else experience_from_json(run, state.in_flight, state.data)
         if in_flight is not None and cfg.rollout.mode != "one_step_off":
             self._print(f"[openrs] note: the checkpoint holds a one-step-off batch; rollout.mode {cfg.rollout.mode!r} "
@@ -140,11 +157,13 @@ class Trainer:
 
     def _build_sinks(self, run: setup.Run) -> Sinks:
         cfg = self.cfg
-        logger = MetricsLogger(self.run_dir, cfg.log.report_to, cfg.optim.max_steps, stream=self.stream)
-        self._closers.append(logger.close)
-        completions = JsonlWriter(self.run_dir / COMPLETIONS_FILE) if cfg.log.log_completions else None
-        if completions is not None:
-            self._closers.append(completions.close)
+        logger = completions = None
+        if self.primary:
+            logger = MetricsLogger(self.run_dir, cfg.log.report_to, cfg.optim.max_steps, stream=self.stream)
+            self._closers.append(logger.close)
+            completions = JsonlWriter(self.run_dir / COMPLETIONS_FILE) if cfg.log.log_completions else None
+            if completions is not None:
+                self._closers.append(completions.close)
         sinks = Sinks(logger=logger, completions=completions)
         v = cfg.validation
         if v.benchmarks:
@@ -156,7 +175,8 @@ class Trainer:
                                                         limit=v.limit, settings=settings, metric=v.metric,
                                                         workers=max(1, cfg.rewards.num_workers))
             self._closers.append(getattr(sinks.validator, "close", lambda: None))
-            sinks.best = BestCheckpointTracker(self.run_dir, metric="score", mode="max")
+            # Every process tracks the best step (checkpoint rotation spares it everywhere alike).
+            sinks.best = BestCheckpointTracker(self.run_dir, metric="score", mode="max", write=self.primary)
             best = sinks.best
             run.checkpointer.protect = lambda: [] if best.best_step is None else [best.best_step]
         return sinks
@@ -212,7 +232,7 @@ class Trainer:
                         f"{self.state.nonfinite_run} consecutive non-finite steps (last: step {step}); stopped. "
                         f"Last good checkpoint: step {run.checkpointer.latest_step()} in {run.checkpointer.directory}"
                     )
-            stopping = self.stopped_by is not None
+            stopping = self._stop_requested()
             if step % cfg.checkpoint.save_steps == 0 or step == cfg.optim.max_steps or stopping or result:
                 self._save()
             if result is not None and self.sinks.best.update(step, result):
@@ -226,6 +246,16 @@ class Trainer:
         self._finish()
         return last
 
+    def _stop_requested(self) -> bool:
+        """Whether a signal asked this run to stop; with several processes, whether any of them
+        received one (all then stop after this step, with that signal's exit code)."""
+        if dist.process_count() == 1:
+            return self.stopped_by is not None
+        signum = dist.first_set("stop", self.stopped_by)
+        if signum is not None and self.stopped_by is None:
+            self.stopped_by = signum
+        return signum is not None
+
     def _validate(self, step: int) -> dict[str, Any] | None:
         v = self.sinks.validator
         if v is None or not (step % self.cfg.validation.eval_steps == 0 or step == self.cfg.optim.max_steps):
@@ -235,6 +265,8 @@ class Trainer:
 
     def _log(self, step: int, metrics: dict[str, float], exp: Experience, *, force: bool) -> None:
         cfg = self.cfg
+        if self.sinks.logger is None:  # not process 0
+            return
         if force or step % cfg.log.logging_steps == 0 or step == cfg.optim.max_steps:
             self.sinks.logger.log(step, metrics)  # a skipped step is always logged
         if self.sinks.completions is not None and step % cfg.log.logging_steps == 0:
@@ -264,6 +296,8 @@ class Trainer:
     def _save_after_failure(self) -> str:
         """Tries to checkpoint the current state after a failed log write; says what it got."""
         ckpt = self.run_parts.checkpointer
+        if dist.process_count() > 1:  # a save needs every process, and the others are a step ahead
+            return f"not saved (several processes); last complete checkpoint: {ckpt.latest_step()}"
         try:
             self._save()
             ckpt.wait()
@@ -272,6 +306,8 @@ class Trainer:
             return f"saving step {self.state.step} failed too ({e}); last complete checkpoint: {ckpt.latest_step()}"
 
     def _finish(self) -> None:
+        if not self.primary:
+            return
         try:
             from openrs_jax.plotting import plot_run
 

@@ -122,6 +122,26 @@ def test_killed_run_resumes_to_the_same_records(reference, tiny_eval_model, shar
         }
 
 
+@pytest.mark.slow  # 45 s on 2 CPU cores (80 when busy): two JAX processes
+def test_two_processes_write_the_records_of_one(reference, tiny_eval_model, shared_data, tmp_path):
+    """2 processes x 4 CPU devices (a data-parallel mesh over both) give the 1-process records;
+    process 0 alone logs and writes."""
+    from multiprocess_utils import launch
+
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    args = cli_args(tiny_eval_model.hf_dir, shared_data, out, *JAX_ARGS)[3:]  # after "python -m module"
+    group = launch(args, processes=2, devices=4, log_dir=tmp_path / "logs", module="openrs_jax.evaluate")
+    assert group.wait(600) == [0, 0], group.output(0)[-3000:] + group.output(1)[-3000:]
+    for name in BENCHES:
+        assert read_records(out, name) == read_records(ref_out, name)
+    results, want = (json.loads((d / "results.json").read_text()) for d in (out, ref_out))
+    for name in BENCHES:
+        assert {k: v for k, v in results["benchmarks"][name].items() if k not in TIMING_KEYS} == {
+            k: v for k, v in want["benchmarks"][name].items() if k not in TIMING_KEYS}
+    assert "openrs_jax.evaluate:" in group.output(0) and "openrs_jax.evaluate:" not in group.output(1)
+
+
 def test_resume_with_other_settings_is_refused(reference, tiny_eval_model, shared_data):
     out, _ = reference
     args = cli_args(tiny_eval_model.hf_dir, shared_data, out, *JAX_ARGS)
