@@ -46,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import threading
 import time
 from typing import Any, Sequence
 
@@ -208,6 +209,11 @@ class JaxEngine(RolloutEngine):
         self.compiler_options = dict(compiler_options or {})
         self.verbose = verbose
         self.weight_version = 0
+        # In-flight weight updates (`offer_weights`): the newest offered weights, taken by the
+        # decode loop before the next segment; `policy_version` names the weights in use.
+        self._offer_lock = threading.Lock()
+        self._offered: tuple[Any, int] | None = None
+        self.policy_version: int | None = None
         self.last_stats: dict[str, float] = {}
         template = abstract_model(self.config)
         template.set_sharding(mesh, self.rules if mesh is not None else None)
@@ -230,6 +236,22 @@ class JaxEngine(RolloutEngine):
             state = self._cast(state, compute)
         self._params = state
         self.weight_version += 1
+
+    def offer_weights(self, params: Any, version: int) -> None:
+        """Makes `params` (the weights of optimizer step `version`) the weights of the next decode
+        segment, without waiting: a `generate` running in another thread switches between two
+        segments, keeping its KV cache (the tokens before the switch were computed with the old
+        weights), and reports each token's version in `RolloutBatch.token_versions`. Thread-safe;
+        a newer offer replaces one not yet taken."""
+        with self._offer_lock:
+            self._offered = (params, int(version))
+
+    def _take_offered(self) -> None:
+        with self._offer_lock:
+            offered, self._offered = self._offered, None
+        if offered is not None:
+            self.update_weights(offered[0])
+            self.policy_version = offered[1]
 
     @staticmethod
     @functools.partial(jax.jit, static_argnums=(1,))
@@ -419,14 +441,19 @@ class JaxEngine(RolloutEngine):
         prefill_s = 0.0
         tokens_out = np.full((len(rows), sampling.max_new_tokens), self.pad_token_id, np.int32)
         logps_out = np.zeros((len(rows), sampling.max_new_tokens), np.float32)
+        versions_out = np.full((len(rows), sampling.max_new_tokens), -1, np.int32)
         with CompileCounter() as compiles:
             for start in range(0, len(rows), self.max_batch_size):
                 chunk = list(range(start, min(start + self.max_batch_size, len(rows))))
-                toks, lps, t_prefill = self._generate_rows([rows[i] for i in chunk], chunk, sampling)
+                toks, lps, t_prefill, step_versions = self._generate_rows([rows[i] for i in chunk], chunk, sampling)
+                versions_out[chunk] = step_versions[None, :]
                 prefill_s += t_prefill
                 tokens_out[chunk] = toks
                 logps_out[chunk] = lps
         batch = self._to_batch(tokens_out, logps_out, prompts, num_generations, sampling)
+        if self.policy_version is not None:  # weights with versions: each token's (-1 past its end)
+            batch.token_versions = np.where(batch.completion_mask > 0, versions_out[:, : batch.completion_ids.shape[1]],
+                                            -1).astype(np.int32)
         elapsed = time.perf_counter() - t0
         self.last_stats = {
             "rollout/time_s": elapsed,
@@ -441,7 +468,9 @@ class JaxEngine(RolloutEngine):
         return batch
 
     def _generate_rows(self, rows: list[list[int]], row_ids: list[int], sampling: SamplingParams):
-        """Decodes one batch: (tokens [n, max_new], log-probs [n, max_new], prefill seconds)."""
+        """Decodes one batch: (tokens [n, max_new], log-probs [n, max_new], prefill seconds,
+        the weights version of each decode step [max_new] (-1 without versions))."""
+        self._take_offered()
         st = _Static(
             temperature=float(sampling.temperature),
             top_k=int(sampling.top_k),
@@ -487,9 +516,13 @@ class JaxEngine(RolloutEngine):
         host_tokens = np.full((b, max_new), self.pad_token_id, np.int32)
         host_logps = np.zeros((b, max_new), np.float32)
         min_rows = self._min_rows(mode)
+        step_versions = np.full((max_new,), -1, np.int32)
         step = 0
         while step < max_new:
             end = min(step + self.segment_len, max_new)
+            if step > 0:
+                self._take_offered()  # an in-flight update: new weights from this segment on
+            step_versions[step:end] = -1 if self.policy_version is None else self.policy_version
             needed = min(lay.full_len, _round_up(p + end - 1, self.kv_bucket))  # slots written by step end − 1
             kv_read = None  # the whole buffer (full: the kernel bounds the reads; grow: exactly long enough)
             if mode == "slice":
@@ -519,7 +552,7 @@ class JaxEngine(RolloutEngine):
                     print(f"[jax engine] step {step}: compacted {cur} -> {new_b} rows ({len(active)} running)")
         host_tokens[row_map] = to_host(state.out_tokens)
         host_logps[row_map] = to_host(state.out_logps)
-        return host_tokens[:n], host_logps[:n], prefill_s
+        return host_tokens[:n], host_logps[:n], prefill_s, step_versions
 
     def _to_batch(self, tokens, logps, prompts, num_generations, sampling) -> RolloutBatch:
         b, w = tokens.shape

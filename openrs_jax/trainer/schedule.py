@@ -170,6 +170,10 @@ class AsyncSchedule(Schedule):
                 timer = PhaseTimer()
                 self._take_weights(timer)
                 exp = collect(self.run, step, cursor, policy_step=self._engine_step)
+                versions = exp.batch.token_versions
+                if versions is not None and (versions >= 0).any():
+                    exp.policy_step = int(versions[versions >= 0].min())  # the oldest weights it used
+                    self._engine_step = int(versions.max())
                 if isinstance(exp.scores, concurrent.futures.Future):
                     exp.wait_scores()  # (deferred in-process rewards are scored by the trainer thread)
                 with timer("idle"):  # the queue is full: the sampler waits for the trainer
@@ -210,10 +214,7 @@ class AsyncSchedule(Schedule):
             if isinstance(exp, BaseException):
                 self._thread = None
                 raise exp
-            oldest = exp.policy_step
-            if exp.batch.token_versions is not None:
-                oldest = int(exp.batch.token_versions[exp.batch.completion_mask > 0].min(initial=oldest))
-            if state.step - oldest <= self.max_staleness:
+            if state.step - exp.policy_step <= self.max_staleness:  # its oldest token's weights
                 # Update state.step + 1 trains on this batch; the data cursor moves past it.
                 exp.step = state.step + 1
                 return exp
@@ -227,8 +228,10 @@ class AsyncSchedule(Schedule):
             params = self.run.policy.sampler_params(state.params)  # the sampler's own buffers
         offer = getattr(self.run.engine, "offer_weights", None)
         if offer is not None:
-            offer(self.run.policy.model(params), state.step)  # taken between decode segments
-        with self._lock:
+            # Taken by the running generate between two decode segments (KV cache kept).
+            offer(self.run.policy.model(params), state.step)
+            return
+        with self._lock:  # taken by the producer before its next batch
             self._latest = (params, state.step)
 
     def quiesce(self, state: TrainState, timer: PhaseTimer) -> None:
@@ -236,7 +239,12 @@ class AsyncSchedule(Schedule):
         self._halt()
         with self._lock:
             self._latest = None
-        sync_weights(self.run, state, timer, own_copy=True)
+        offer = getattr(self.run.engine, "offer_weights", None)
+        if offer is not None:
+            with timer("sync"):  # taken at the start of the engine's next generate
+                offer(self.run.policy.model(self.run.policy.sampler_params(state.params)), state.step)
+        else:
+            sync_weights(self.run, state, timer, own_copy=True)
         self._engine_step = state.step
 
     def close(self) -> None:

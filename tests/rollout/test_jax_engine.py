@@ -325,3 +325,44 @@ def test_pack_cuts_after_the_first_stop_within_each_row():
                       prompt_ids=[[1]], num_generations=2, pad_token_id=PAD, stop_token_ids=[2])
     np.testing.assert_array_equal(arr.lengths, [2, 4])
     assert arr.finish_reasons == ["length", "length"] and arr.completion_ids.shape == (2, 4)
+
+
+def test_weights_offered_during_generate_switch_between_segments(tiny_pair):
+    """`offer_weights` from another thread: the running generate takes them between two decode
+    segments (KV cache kept), records each token's weights version, and the tokens before the
+    switch are those of the old weights."""
+    import threading
+
+    _, model, _ = tiny_pair
+    other = jax.tree.map(lambda x: x * 1.5, nnx.state(model, nnx.Param))  # clearly different weights
+    sp = SamplingParams(max_new_tokens=24, temperature=0.0)
+    engine = JaxEngine(model, eos_token_ids=[], pad_token_id=PAD, kv_bucket=32, segment_len=8, prompt_bucket=4)
+    engine.offer_weights(model, 0)
+    old = engine.generate(PROMPTS[:2], 1, sp)  # version 0 throughout
+    assert (old.token_versions[old.completion_mask > 0] == 0).all()
+
+    # Offer version 1 once the first segment has run: a hook on the segment program.
+    real = engine._segment_fn
+    calls = {"n": 0}
+
+    def segment_fn(*args, **kwargs):
+        fn = real(*args, **kwargs)
+
+        def run(*a):
+            out = fn(*a)
+            calls["n"] += 1
+            if calls["n"] == 1:
+                t = threading.Thread(target=engine.offer_weights, args=(other, 1))
+                t.start()
+                t.join()
+            return out
+
+        return run
+
+    engine._segment_fn = segment_fn
+    mixed = engine.generate(PROMPTS[:2], 1, sp)
+    v = mixed.token_versions
+    assert (v[:, :8] == 0).all() and (v[:, 8:24][mixed.completion_mask[:, 8:24] > 0] == 1).all()
+    np.testing.assert_array_equal(mixed.completion_ids[:, :8], old.completion_ids[:, :8])
+    assert (mixed.completion_ids[:, 8:] != old.completion_ids[:, 8:]).any()
+    assert engine.policy_version == 1
