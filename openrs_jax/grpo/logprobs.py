@@ -6,7 +6,7 @@
 
 `hidden[b, t]` is the final hidden state (after the last norm) at the position that predicts
 `targets[b, t]`, i.e. the caller has already shifted by one. τ = 1 is what Open-RS ran for the
-loss (DESIGN.md: Open-RS's TRL did not divide by the sampling temperature 0.7; newer TRL
+loss (docs/design.md: Open-RS's TRL did not divide by the sampling temperature 0.7; newer TRL
 divides by `args.temperature`, available here as `temperature`).
 
 `token_logprobs` never holds the [B, T, V] logits: it maps over chunks of at most

@@ -38,7 +38,7 @@ Aggregation (`loss_type`), with n_b = Σ_t m[b, t], N = Σ_b n_b, n_g = Σ_{b∈
     "dapo":    L = Σ_b Σ_t m·ℓ / max(N, 1)                      same on a full batch (see 2. below)
     "dr_grpo": L = Σ_b Σ_t m·ℓ / (B · C_max)                    C_max = max_completion_length
 
-Why "openrs" (the aggregation of our openrs presets; DESIGN.md, "Semantics to reproduce"): Open-RS trained with the TRL
+Why "openrs" (the aggregation of our openrs presets; docs/design.md, "Semantics to reproduce"): Open-RS trained with the TRL
 of open-r1 in March 2025 (0.16), whose loss was `(per_token_loss * mask).sum() / mask.sum()`
 over each device's micro-batch. Its launch had per_device_train_batch_size = 6 = G, and TRL's
 `RepeatRandomSampler` puts the G completions of a prompt next to each other, so every

@@ -16,7 +16,7 @@ fast, saying how to start a server. Once it has answered, connection errors mean
 waited out for `retry.timeout` s. A re-sync run inside a retry shares the deadline of the call
 that retries (no second full retry loop inside the first).
 
-Weight sync (`update_weights`, every step; DESIGN.md): HF-named safetensors are written to
+Weight sync (`update_weights`, every step; docs/design.md): HF-named safetensors are written to
 `<sync_dir>/.tmp-…/` and renamed atomically to `<sync_dir>/v<version>/`, then
 `/pause?mode=wait` → `/collective_rpc {"method": "reload_weights", "kwargs":
 {"weights_path": DIR}}` → `/reset_prefix_cache` (else cached attention states of the old

@@ -77,7 +77,7 @@ def test_left_truncation_keeps_the_last_tokens(tokenizer, raw):
 
 
 def test_metaspace_tokenizer_that_drops_spaces_is_rejected(tokenizer_dir, tmp_path):
-    # DESIGN.md "Traps": a Metaspace pre-tokenizer on this vocabulary turns "Find the sum" into
+    # docs/design.md "Traps": a Metaspace pre-tokenizer on this vocabulary turns "Find the sum" into
     # `Find`, `thes`, `um`; load_tokenizer must refuse such a tokenizer.
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tokenizer_dir / name, tmp_path / name)

@@ -2,7 +2,7 @@
 
 Gold as the completion: for every benchmark, `The final answer is $\\boxed{<answer>}$` is
 graded against the benchmark's gold field (AMC23 has no solutions; OlympiadBench solutions
-often end without a boxed answer, DESIGN.md). Measured with math-verify 0.9.0 /
+often end without a boxed answer, docs/design.md). Measured with math-verify 0.9.0 /
 latex2sympy2_extended 1.11.0:
 
     aime24 30/30, math500 500/500, amc23 40/40, minerva 272/272, olympiadbench 672/675
