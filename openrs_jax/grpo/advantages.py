@@ -96,14 +96,16 @@ def reward_stats(
 ) -> dict[str, Float[Array, ""]]:
     """TRL's reward metrics for one batch.
 
-    reward: mean of r; reward_std: mean over rows of σ_b (group std, or the batch std for
-    scale="batch"); frac_reward_zero_std: fraction of rows whose σ_b is 0 (torch.isclose
+    reward: mean of r; reward_std: std of r over the batch (ddof=1; current TRL's
+    `nanstd(rewards)`); reward_group_std: mean over rows of the group std (TRL < 0.27 called
+    this reward_std); frac_reward_zero_std: fraction of rows whose σ_b is 0 (torch.isclose
     with its default tolerances: |σ| ≤ 1e-8), i.e. rows whose group carries no signal.
     """
     rewards = jnp.asarray(rewards, jnp.float32)
     std = _std_per_row(rewards, num_generations, scale)
     return {
         "reward": rewards.mean(),
-        "reward_std": std.mean(),
+        "reward_std": _std_per_row(rewards, rewards.shape[0], "batch")[0],
+        "reward_group_std": _std_per_row(rewards, num_generations, "group").mean(),
         "frac_reward_zero_std": (jnp.abs(std) <= 1e-8).astype(jnp.float32).mean(),
     }

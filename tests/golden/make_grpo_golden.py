@@ -72,7 +72,10 @@ def trl_advantages(rewards, num_generations, scale_rewards):
         advantages = advantages / (std + 1e-4)
     stats = {
         "reward": mean_grouped.mean().item(),
-        "reward_std": std.mean().item(),
+        # Current TRL (grpo_trainer.py, `nanstd(rewards)`): the std over the whole batch.
+        "reward_std": rewards.std().item(),
+        # TRL < 0.27's reward_std (group scaling): the mean over rows of the group std.
+        "reward_group_std": rewards.view(-1, num_generations).std(dim=1).mean().item(),
         "frac_reward_zero_std": is_std_zero.double().mean().item(),
     }
     return advantages, stats
@@ -153,6 +156,15 @@ def trl_compute_loss(per_token_logps, entropies, inputs, cfg, grad_accum=1):
     metrics["clip_ratio/low_mean"] = global_masked_mean(is_low.double())
     metrics["clip_ratio/high_mean"] = global_masked_mean(is_high.double())
     metrics["clip_ratio/region_mean"] = global_masked_mean((is_low | is_high).double())
+
+    def masked_seq_mean(x):  # per sequence; NaN for a sequence without tokens
+        if x.shape[1] == 1:
+            return x.squeeze(1)
+        return (x * mask).sum(-1) / mask.sum(-1)
+
+    low_seq, high_seq = masked_seq_mean(is_low.double()), masked_seq_mean(is_high.double())
+    metrics["clip_ratio/low_min"] = low_seq[~torch.isnan(low_seq)].min().item()  # TRL's nanmin
+    metrics["clip_ratio/high_max"] = high_seq[~torch.isnan(high_seq)].max().item()  # TRL's nanmax
     return loss, metrics
 
 
