@@ -28,7 +28,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -297,7 +297,10 @@ class JaxEngine(RolloutEngine):
         logps_out = np.zeros((len(rows), sampling.max_new_tokens), np.float32)
         for start in range(0, len(rows), self.max_batch_size):
             chunk = list(range(start, min(start + self.max_batch_size, len(rows))))
-            toks, lps, t_prefill = self._generate_rows([rows[i] for i in chunk], chunk, sampling)
+            report = None
+            if self.progress is not None:  # rows finished so far, over all chunks
+                report = lambda done, start=start, total=len(rows): self.progress(start + done, total)  # noqa: E731
+            toks, lps, t_prefill = self._generate_rows([rows[i] for i in chunk], chunk, sampling, report)
             prefill_s += t_prefill
             tokens_out[chunk] = toks
             logps_out[chunk] = lps
@@ -312,8 +315,10 @@ class JaxEngine(RolloutEngine):
         }
         return batch
 
-    def _generate_rows(self, rows: list[list[int]], row_ids: list[int], sampling: SamplingParams):
-        """Decodes one batch: (tokens [n, max_new], log-probs [n, max_new], prefill seconds)."""
+    def _generate_rows(self, rows: list[list[int]], row_ids: list[int], sampling: SamplingParams,
+                       report: Callable[[int], None] | None = None):
+        """Decodes one batch: (tokens [n, max_new], log-probs [n, max_new], prefill seconds).
+        `report(finished rows of this batch)` is called between decode segments."""
         st = _Static(
             temperature=float(sampling.temperature),
             top_k=int(sampling.top_k),
@@ -363,6 +368,8 @@ class JaxEngine(RolloutEngine):
             state = self._segment_fn(st, kv_read)(self._params, state, jnp.int32(end))
             step = int(state.step)
             done = np.asarray(state.done)
+            if report is not None:  # real rows (not fillers) still running
+                report(n - int((row_map[np.flatnonzero(~done)] < n).sum()))
             if done.all():
                 break
             active = np.flatnonzero(~done)

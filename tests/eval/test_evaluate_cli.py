@@ -78,6 +78,16 @@ def test_jax_engine_end_to_end(reference, shared_data):
     out, proc = reference
     results = check_outputs(out, shared_data)
     assert "| hf pass@1 |" in proc.stdout
+    # Progress per benchmark (stdout is a pipe: plain lines, ending with the full count).
+    for name in BENCHES:
+        assert f"eval {name}: {LIMIT * SAMPLES}/{LIMIT * SAMPLES} [" in proc.stdout
+    # lighteval's results layout beside ours.
+    (lighteval,) = (out / "results" / "hf").glob("results_*.json")
+    data = json.loads(lighteval.read_text())
+    for name in BENCHES:
+        s = results["benchmarks"][name]
+        assert data["results"][f"custom|{name}|0"] == {"extractive_match": s["pass@1"],
+                                                       "extractive_match_stderr": s["pass@1_se"]}
     config = json.loads((out / "run_config.json").read_text())
     assert (config["samples"], config["seed"], config["temperature"], config["top_p"]) == (SAMPLES, 3, 0.6, 0.95)
     assert results["settings"]["engine"] == "jax"
