@@ -40,12 +40,18 @@ def flat(cfg: RunConfig) -> dict:
     return out
 
 
-def test_detects_flat_recipes_and_leaves_ours_alone():
+def test_detects_flat_recipes_and_leaves_ours_alone(tmp_path):
     for path in sorted(FIXTURES.glob("*.yaml")):
         assert is_trl_recipe(yaml.safe_load(path.read_text())), path.name
     for name in ("openrs1", "openrs2", "openrs3", "quickstart"):
         assert not is_trl_recipe(yaml.safe_load((pathlib.Path("openrs_jax/recipes") / f"{name}.yaml").read_text()))
     assert not is_trl_recipe({"seed": 1, "run_name": "x"})
+    assert is_trl_recipe({"learning_rate": 1e-6})
+    # A file of misspelt sections stays ours: the error names our closest keys.
+    assert not is_trl_recipe({"optm": {"max_steps": 2}})
+    (tmp_path / "typo.yaml").write_text("optm: {max_steps: 2}\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'optm'; closest keys: 'optim'"):
+        load_config(tmp_path / "typo.yaml")
 
 
 def test_open_rs_recipe_is_openrs3_up_to_the_batch_split():

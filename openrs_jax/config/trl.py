@@ -197,13 +197,19 @@ class Conversion:
     profile: str
 
 
+# Keys that mark a flat recipe as TRL's (with none of our sections): a file of typos only stays
+# ours, so its error names our closest keys.
+TRL_MARKERS = frozenset({*TRL_KEYS, *NO_EFFECT, *LAUNCH_KEYS, "learning_rate", "reward_funcs", "reward_weights",
+                         "dataset_name", "dataset_mixture", "num_generations", "max_prompt_length",
+                         "max_completion_length", "gradient_accumulation_steps", "output_dir", "max_steps", "beta",
+                         "temperature", "report_to", "save_steps", "logging_steps", "system_prompt", "chat_template"})
+
+
 def is_trl_recipe(raw: Mapping[str, Any]) -> bool:
     """Whether `raw` is a flat TRL / open-r1 recipe: none of our sections, and at least one key
-    that only TRL's format has."""
+    that marks TRL's format (`TRL_MARKERS`)."""
     keys = set(raw)
-    if keys & set(NATIVE_SECTIONS):
-        return False
-    return bool(keys - set(NATIVE_SCALARS))
+    return not keys & set(NATIVE_SECTIONS) and bool(keys & TRL_MARKERS)
 
 
 def trl_hint(key: str) -> str | None:
@@ -301,8 +307,11 @@ def _model(r: _Recipe, native, notes, problems) -> None:
     bf16, fp16 = _flag(r.get("bf16", False)), _flag(r.get("fp16", False))
     if dtype not in (None, "auto", "bfloat16", "float16", "float32"):
         problems.unsupported("torch_dtype", dtype, "use bfloat16, float16 or float32")
-    compute = "bfloat16" if bf16 or (dtype == "bfloat16" and not fp16) else "float16" if fp16 or dtype == "float16" \
-        else "float32"
+    # Mixed precision (bf16 / fp16) sets the compute dtype; without it, the loaded dtype does.
+    if bf16 or fp16:
+        compute = "bfloat16" if bf16 else "float16"
+    else:
+        compute = dtype if dtype in ("bfloat16", "float16") else "float32"
     _set(native, "model.dtype", compute)
     # fp32 master weights: DeepSpeed ZeRO (Open-RS's launch) keeps them with bf16 training, and
     # a 1e-6 update is below bf16's resolution.
@@ -326,7 +335,8 @@ def _model(r: _Recipe, native, notes, problems) -> None:
     for key in ("load_in_8bit", "load_in_4bit"):
         if _flag(r.get(key, False)):
             problems.unsupported(key, True, "quantized training is not implemented; remove it")
-    r.get("bnb_4bit_quant_type"), r.get("use_bnb_nested_quant")
+    for key in ("bnb_4bit_quant_type", "use_bnb_nested_quant"):
+        r.get(key)  # only meaningful with load_in_4bit (reported above)
     if r.get("model_init_kwargs"):
         problems.unsupported("model_init_kwargs", r.get("model_init_kwargs"),
                              "set the model's dtype and attention with torch_dtype / attn_implementation")
@@ -520,8 +530,8 @@ def _rewards(r: _Recipe, native, notes, problems, profile: Profile) -> None:
         else:
             close = difflib.get_close_matches(str(name), list(REWARD_NAMES), n=2, cutoff=0.6)
             hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
-            problems.unsupported("reward_funcs", name, f"unknown reward{hint}; known: open-r1's "
-                                                       f"{', '.join(sorted(REWARD_NAMES))}, and ours: {', '.join(ours)}")
+            known_names = f"open-r1's {', '.join(sorted(REWARD_NAMES))}, and ours: {', '.join(ours)}"
+            problems.unsupported("reward_funcs", name, f"unknown reward{hint}; known: {known_names}")
     if not funcs:
         problems.items.append("reward_funcs: missing; list the rewards, e.g. [accuracy, format]")
     _set(native, "rewards.reward_funcs", list(funcs))

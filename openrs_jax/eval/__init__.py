@@ -8,8 +8,8 @@ the resumable runner, and validation / best-checkpoint tracking for the trainer.
 
 Modules: `benchmarks` (specs, prompt template, loading), `grading` (math-verify with
 lighteval's settings), `metrics` (pass@1, avg@k, standard errors), `report` (results JSON,
-Table-1 Markdown, lighteval's results layout), `runner` (chunked, resumable evaluation), `validation` (Validator,
-BestCheckpointTracker). The CLI is `python -m openrs_jax.evaluate`.
+Table-1 Markdown, lighteval's results layout), `runner` (chunked, resumable evaluation),
+`validation` (Validator, BestCheckpointTracker). The CLI is `python -m openrs_jax.evaluate`.
 """
 
 from openrs_jax.eval.benchmarks import (

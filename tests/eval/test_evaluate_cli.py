@@ -203,3 +203,20 @@ def test_training_run_directory(shared_data, tmp_path):
     proc = subprocess.run(args[:-4] + ["--step", "7", "--output", str(tmp_path / "o7")], capture_output=True,
                           text=True, timeout=300, env=env)
     assert proc.returncode != 0 and "no checkpoint for step 7" in proc.stderr
+
+
+def test_bad_benchmark_data_fails_before_the_model_loads(tmp_path):
+    """The benchmark files are read and checked first: a broken one is reported even when the
+    model directory could not be loaded at all (its config.json is not JSON)."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("not json")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "aime24.jsonl").write_text('{"id": "a", "problem": "1+1", "answer": "2"}\n{broken\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "openrs_jax.evaluate", "--model", str(model), "--benchmarks", "aime24",
+         "--data-dir", str(data), "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: ValueError: {data / 'aime24.jsonl'}:2 is not valid JSON")
