@@ -388,6 +388,8 @@ class JaxEngine(RolloutEngine):
                     print(f"[jax engine] step {step}: compacted {cur} -> {new_b} rows ({len(active)} running)")
         host_tokens[row_map] = np.asarray(state.out_tokens)
         host_logps[row_map] = np.asarray(state.out_logps)
+        if report is not None:  # rows cut at the length limit are finished too
+            report(n)
         return host_tokens[:n], host_logps[:n], prefill_s
 
     def _state_sharding(self, x):
