@@ -7,6 +7,9 @@ Layout of a run directory:
                                    data cursor, RNG seed, weight version, non-finite count)
 
     <run_dir>/checkpoints/<step>/openrs_checksums.json   sha256 and size of every file of the step
+    <run_dir>/hf/step-<step>/      with `checkpoint.save_hf`: the step as an HF directory
+                                   (transformers / vLLM / lighteval load it as is), rotated
+                                   with the Orbax steps (`write_hf_snapshot`)
 
 Saves are asynchronous (training continues while the arrays are written) and atomic
 (Orbax writes into a temporary directory and renames it on commit), so a crash or a full
@@ -39,6 +42,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import sys
 from typing import Any, Callable, Iterable
 
@@ -390,3 +394,42 @@ def load_model_from_run(
         model.set_sharding(mesh, shd.TRAIN_RULES)
     tokenizer = load_tokenizer(cfg.model.tokenizer_path)
     return model, tokenizer, step
+
+
+# ---------------------------------------------------------------------------- HF snapshots
+HF_SUBDIR = "hf"
+
+
+def hf_snapshot_dir(run_dir: str | os.PathLike, step: int) -> pathlib.Path:
+    """Where `checkpoint.save_hf` writes step `step`: <run_dir>/hf/step-<step>."""
+    return pathlib.Path(run_dir) / HF_SUBDIR / f"step-{int(step)}"
+
+
+def hf_snapshot_steps(run_dir: str | os.PathLike) -> list[int]:
+    """The steps that have an HF snapshot, sorted."""
+    root = pathlib.Path(run_dir) / HF_SUBDIR
+    steps = []
+    for d in root.glob("step-*") if root.is_dir() else ():
+        suffix = d.name[len("step-"):]
+        if d.is_dir() and suffix.isdigit():
+            steps.append(int(suffix))
+    return sorted(steps)
+
+
+def write_hf_snapshot(run_dir: str | os.PathLike, step: int, model, tokenizer, *, dtype=None,
+                      generation_config: dict | None = None, model_card: str | None = None,
+                      keep: Iterable[int] | None = None) -> pathlib.Path:
+    """Writes the weights of `step` as an HF directory (`weights.save_hf`: config, safetensors,
+    tokenizer, the source's generation config, a model card) at `hf_snapshot_dir`, then
+    removes the snapshots of steps not in `keep` (None keeps all): they follow the Orbax
+    checkpoints' rotation. A snapshot of the same step written earlier is replaced."""
+    from openrs_jax.weights import save_hf
+
+    out = save_hf(model, hf_snapshot_dir(run_dir, step), tokenizer=tokenizer, dtype=dtype,
+                  generation_config=generation_config, model_card=model_card)
+    if keep is not None:
+        keep = set(keep) | {int(step)}
+        for old in hf_snapshot_steps(run_dir):
+            if old not in keep:
+                shutil.rmtree(hf_snapshot_dir(run_dir, old), ignore_errors=True)
+    return out

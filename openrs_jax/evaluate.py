@@ -10,10 +10,17 @@ Generation as in the paper: the model's chat template, no system prompt, the lig
 prompt, temperature 0.6, top-p 0.95, up to 32,768 new tokens; grading with math-verify and
 lighteval's extraction settings (openrs_jax/eval/grading.py).
 
+Input tokens: the chat-template text is encoded as is (one BOS, as the model was trained).
+`--lighteval-tokens` encodes it the way lighteval's vLLM backend did when Open-RS ran its
+evaluations (`tokenizer(text)`: special tokens added, so R1-distill prompts start with two
+BOS tokens), reproducing those runs' input tokens exactly.
+
 Writes to --output: `records/<benchmark>.jsonl` (one line per problem: prompt, completions,
 extracted answers, gold, correct), `results.json` (pass@1, avg@k ± standard error, pass@k,
 lengths, settings), `results.md` (Table 1's layout with the paper's published rows beside
-ours) and `run_config.json`. Records are appended after every chunk of --chunk-size problems,
+ours), `results/<model>/results_<time>.json` (lighteval's results layout: task
+`custom|<task>|0`, `extractive_match` = pass@1 and its `_stderr`, and "all") and
+`run_config.json`. Records are appended after every chunk of --chunk-size problems,
 so a killed evaluation, started again with the same command, resumes where it stopped (and
 writes what an uninterrupted run would have).
 
@@ -41,6 +48,7 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
+from openrs_jax import progress
 from openrs_jax.cli import run_cli
 from openrs_jax.eval import benchmarks as bm
 from openrs_jax.eval import grading, report
@@ -49,7 +57,7 @@ from openrs_jax.eval.runner import EvalSettings, RecordStore, evaluate_benchmark
 RUN_CONFIG = "run_config.json"
 # Settings that change what is measured: a resumed run must match them exactly.
 _IDENTITY_KEYS = ("model", "step", "samples", "max_new_tokens", "temperature", "top_p", "seed", "think_prefill",
-                  "prompt_template", "data")
+                  "add_special_tokens", "prompt_template", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", default=None, help="tokenizer directory (default: the model's)")
     p.add_argument("--no-think-prefill", dest="think_prefill", action="store_false",
                    help="do not append '<think>\\n' to prompts whose template does not end with it")
+    p.add_argument("--lighteval-tokens", dest="add_special_tokens", action="store_true",
+                   help="encode prompts as lighteval did for Open-RS: the template text with the tokenizer's special "
+                        "tokens added (two BOS tokens for R1-distill); default: the template text as is")
     p.add_argument("--grading-workers", type=int, default=2, help="math-verify worker processes (0: inline)")
     p.add_argument("--grading-timeout", type=float, default=20.0, help="hard limit per graded completion (s)")
     jax_group = p.add_argument_group("jax engine")
@@ -97,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _log(message: str) -> None:
-    print(f"openrs_jax.evaluate: {message}", flush=True)
+    progress.write(f"openrs_jax.evaluate: {message}")  # above an active progress bar
 
 
 # ---------------------------------------------------------------------------- model
@@ -241,6 +252,7 @@ def run_settings(args: argparse.Namespace) -> EvalSettings:
     return EvalSettings(
         samples=args.samples, max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
         seed=args.seed, chunk_size=args.chunk_size, think_prefill=args.think_prefill,
+        add_special_tokens=args.add_special_tokens,
     )
 
 
@@ -331,13 +343,15 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = _log) -> dic
     pool = grading.grading_pool(args.grading_workers, args.grading_timeout)
     engine, close = make_engine(args, loaded, out_dir)
     per_benchmark: dict[str, dict[str, Any]] = {}
+    started = time.time()
     try:
         for name in names:
             t0 = time.perf_counter()
             store = RecordStore(out_dir / "records" / f"{name}.jsonl", settings.samples)
             if dist.is_initialized():
                 store = SharedStore(store)
-            result = evaluate_benchmark(problems[name], engine, loaded.tokenizer, settings, pool, store, log)
+            result = evaluate_benchmark(problems[name], engine, loaded.tokenizer, settings, pool, store, log,
+                                        progress_stream=sys.stdout if primary else None)
             summary = dict(result.summary)
             summary.update(
                 time_s=time.perf_counter() - t0, generated_tokens=result.generated_tokens,
@@ -353,8 +367,10 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = _log) -> dic
     if not primary:
         return results
     json_path, md_path = report.write_reports(out_dir, results, label=args.label or loaded.name)
+    lighteval_path = report.write_lighteval_results(out_dir, results, model_name=args.label or loaded.name,
+                                                    started=started, ended=time.time(), limit=args.limit)
     print(report.markdown_table(results, args.label or loaded.name, published=False), flush=True)
-    log(f"wrote {json_path}, {md_path} and {out_dir / 'records'}")
+    log(f"wrote {json_path}, {md_path}, {lighteval_path} and {out_dir / 'records'}")
     return results
 
 
@@ -369,9 +385,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     def run() -> int:
         from openrs_jax.cli import start_distributed
+        from openrs_jax.compile_log import announce_compiles
 
         start_distributed(args, log=_log)  # several processes: join them before JAX starts
-        evaluate(args)
+        with announce_compiles(_log, prefix=""):  # "compiling jit(prefill) ..." and its time
+            evaluate(args)
         return 0
 
     # User errors (a missing file, a damaged checkpoint, an unreachable server) as one line.

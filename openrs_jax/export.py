@@ -1,5 +1,8 @@
 """Export a training checkpoint as a Hugging Face directory (config, safetensors, tokenizer,
-generation config) that transformers and vLLM load as is.
+generation config, model card) that transformers and vLLM load as is. The generation config
+is the source model's (when the run started from an HF model), the model card (README.md)
+names the run, the step, its logged metrics and the recipe. `checkpoint.save_hf: true` writes
+the same directory for every saved step during training (<run>/hf/step-N).
 
     python -m openrs_jax.export --checkpoint RUN_DIR [--step N] --out DIR [--dtype bfloat16] [--overwrite]
 
@@ -59,7 +62,17 @@ def export(args: argparse.Namespace) -> int:
                         "--overwrite to write into it anyway (files of the same names are replaced, nothing else "
                         "is deleted), or choose another directory")
     model, tokenizer, step = load_model_from_run(args.checkpoint, args.step)
-    written = save_hf(model, out, tokenizer=tokenizer, dtype=args.dtype, overwrite=args.overwrite)
+    from openrs_jax.config import dump_yaml, load_config
+    from openrs_jax.metrics import read_metrics
+    from openrs_jax.weights.card import model_card
+    from openrs_jax.weights.resolve import source_generation_config
+
+    cfg = load_config(pathlib.Path(args.checkpoint) / "config.yaml")
+    logged = [r for r in read_metrics(args.checkpoint) if r.get("step") == step]
+    card = model_card(run_name=cfg.run_name, step=step, config_yaml=dump_yaml(cfg), base_model=cfg.model.name_or_path,
+                      metrics=logged[-1] if logged else None)
+    written = save_hf(model, out, tokenizer=tokenizer, dtype=args.dtype, overwrite=args.overwrite,
+                      generation_config=source_generation_config(cfg.model.name_or_path), model_card=card)
     print(f"exported step {step} of {args.checkpoint} to {written}")
     return 0
 

@@ -5,9 +5,12 @@
 
 DIR is an HF directory (config.json + safetensors + tokenizer) or a training run directory
 (checkpoints/<run>, `--step N` picks a saved step; default the latest). The prompt is rendered
-with the model's chat template (`--system` adds a system prompt, `--raw` sends the text as is,
-`--think` appends the `<think>\\n` prefill of the R1-distill recipes). With `--json` each sample
-is printed as one JSON object with its token ids and per-token log-probs.
+with the model's chat template (`--system` adds a system prompt, `--think` appends the
+`<think>\\n` prefill of the R1-distill recipes). `--raw` skips the template and tokenizes the
+text the way `tokenizer(text)` and vLLM's completions endpoint do: with the tokenizer's own
+special tokens (a BOS for R1-distill/Llama-style tokenizers, none for Qwen's).
+With `--json` each sample is printed as one JSON object with its token ids and per-token
+log-probs. Progress (rows finished, with an ETA) and compilation lines go to stderr.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--step", type=int, default=None, help="checkpoint step of a run directory (default: latest)")
     ap.add_argument("--prompt", required=True, help="the user message (or the raw text with --raw)")
     ap.add_argument("--system", default=None, help="a system prompt")
-    ap.add_argument("--raw", action="store_true", help="do not apply the chat template")
+    ap.add_argument("--raw", action="store_true",
+                    help="no chat template: the text tokenized as tokenizer(text) does (special tokens added)")
     ap.add_argument("--think", action="store_true", help="append the <think>\\n prefill")
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--temperature", type=float, default=0.6, help="0 = greedy")
@@ -93,7 +97,8 @@ def generate(args) -> int:
     except (ValueError, OSError, RuntimeError) as e:
         raise UserError(f"--model {args.model}: {e}") from e
     if args.raw:
-        ids = tokenizer(args.prompt, add_special_tokens=False)["input_ids"]
+        # The tokenizer's own convention, as `tokenizer(text)` and vLLM's /v1/completions apply it.
+        ids = tokenizer(args.prompt)["input_ids"]
     else:
         from openrs_jax.data import PromptFormatter
 
@@ -130,7 +135,15 @@ def generate(args) -> int:
                 closers.append(server.stop)
                 url = server.url
             engine = VLLMEngine(url, sync_dir=tempfile.mkdtemp(), eos_token_ids=eos, pad_token_id=pad)
-        batch = engine.generate([ids], args.num_samples, sampling)
+        from openrs_jax.compile_log import announce_compiles
+        from openrs_jax.progress import Progress, write
+
+        bar = Progress(args.num_samples, "generate", unit="seq", stream=sys.stderr, interval_s=30.0)
+        engine.progress = lambda done, total: bar.update_to(done)
+        with announce_compiles(lambda line: write(line, sys.stderr), prefix="[generate] "):
+            batch = engine.generate([ids], args.num_samples, sampling)
+        bar.update_to(args.num_samples)
+        bar.close()
         for i, row in enumerate(batch.completion_token_lists()):
             text = tokenizer.decode(row, skip_special_tokens=True)
             if args.json:

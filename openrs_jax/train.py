@@ -4,6 +4,7 @@
     python -m openrs_jax.train                      # the CPU quickstart (configs/quickstart.yaml)
     python -m openrs_jax.train --config RUN_DIR/config.yaml --resume
     srun python -m openrs_jax.train --config openrs3     # several hosts (docs/MULTIHOST.md)
+    python -m openrs_jax.train --config open-rs/recipes/grpo.yaml --set num_processes=3   # a TRL/open-r1 recipe
 
 Writes to checkpoint.output_dir (default checkpoints/<run_name>): config.yaml, metrics.jsonl,
 completions.jsonl, TensorBoard events, Orbax checkpoints, plots. SIGTERM / Ctrl-C finish the
@@ -27,8 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="config fields (--set KEY=VALUE; YAML values, null for None):\n" + describe_fields(),
     )
     ap.add_argument("--config", default=None,
-                    help="a YAML recipe (path, or a name in configs/: openrs1, openrs2, openrs3, quickstart); "
-                         "default: quickstart")
+                    help="a YAML recipe (path, or a name in configs/: openrs1, openrs2, openrs3, quickstart), ours or "
+                         "a flat TRL/open-r1 GRPO recipe (converted; its keys given to --set as KEY=VALUE, plus "
+                         "num_processes and trl_defaults); default: quickstart")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config field, e.g. --set optim.learning_rate=2e-6 (repeatable)")
     ap.add_argument("--resume", action="store_true",
@@ -68,7 +70,7 @@ def _main(argv) -> int:
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.9")
     _enable_compilation_cache()
     from openrs_jax.cli import UserError, start_distributed
-    from openrs_jax.config import dump_yaml, load_config
+    from openrs_jax.config import dump_yaml, load_recipe
 
     if not args.print_config:
         # Several processes (SLURM, MPI, Kubernetes, or the flags): join them before JAX starts,
@@ -78,18 +80,28 @@ def _main(argv) -> int:
     if args.output_dir:
         overrides.append(f"checkpoint.output_dir={args.output_dir}")
     try:
-        cfg = load_config(args.config, overrides)
+        cfg, conversion = load_recipe(args.config, overrides)
     except FileNotFoundError as e:
         raise UserError(str(e)) from None
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
+    if conversion is not None:
+        # A TRL / open-r1 recipe: say how it was read, and show the config that will run (the
+        # run directory keeps it as config.yaml; openrs_jax.convert_recipe writes it to a file).
+        for note in conversion.notes:
+            print(f"[openrs] {note}", flush=True)
+        print(f"[openrs] resolved config (saved as {cfg.checkpoint.output_dir}/config.yaml):\n{dump_yaml(cfg)}",
+              end="", flush=True)
     from openrs_jax.trainer.trainer import Trainer
 
     # Errors (bad input, an unreachable server, a failed save, non-finite steps) are one line on
     # stderr and a non-zero exit (openrs_jax.cli); the traceback only with OPENRS_DEBUG=1.
     trainer = Trainer(cfg, resume=args.resume)
-    trainer.run()
+    from openrs_jax.compile_log import announce_compiles
+
+    with announce_compiles(trainer.write_line):  # "[openrs] compiling jit(grpo_update) ..." and its time
+        trainer.run()
     if trainer.stopped_by is not None:
         # Stopped early by a signal (checkpoint saved): not a success, so schedulers and
         # scripts see the run is unfinished. 128 + N is the shell's convention.

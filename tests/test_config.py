@@ -46,9 +46,13 @@ def test_unknown_trl_key_vllm_enforce_eager_is_an_error_with_a_pointer():
         assert "closest keys: 'grpo.vllm_importance_sampling_cap'" in message
 
 
-def test_flat_trl_key_points_at_its_section(tmp_path):
-    path = write_yaml(tmp_path, {"learning_rate": 1e-6})
+def test_flat_trl_key_in_our_format_points_at_its_section(tmp_path):
+    # A recipe with our sections is ours: a flat key in it is an error naming where it lives.
+    path = write_yaml(tmp_path, {"optim": {"max_steps": 2}, "learning_rate": 1e-6})
     with pytest.raises(ConfigError, match=r"unknown config key 'learning_rate'; closest keys: 'optim.learning_rate'"):
+        load_config(path)
+    path = write_yaml(tmp_path, {"optim": {"max_steps": 2}, "cosine_max_len": 3584})
+    with pytest.raises(ConfigError, match=r"'cosine_max_len' is rewards.reward_kwargs.cosine.max_len here"):
         load_config(path)
 
 
@@ -76,7 +80,7 @@ def test_unknown_reward_and_reward_parameter():
         ("model.name_or_path=5", "model.name_or_path: expected str or null, got int 5"),
         ("rollout=3", "rollout: expected mapping (RolloutSection), got int 3"),
         ("grpo.loss_type=opnrs", "grpo.loss_type: expected one of 'openrs', 'grpo', 'bnpo', 'dr_grpo', 'dapo', got str 'opnrs' (did you mean 'openrs'?)"),
-        ("log.report_to=[wandb]", "log.report_to[0]: expected one of 'stdout', 'jsonl', 'tensorboard', got str 'wandb'"),
+        ("log.report_to=[mlflow]", "log.report_to[0]: expected one of 'stdout', 'jsonl', 'tensorboard', 'wandb', got str 'mlflow'"),
         ("grpo.max_completion_length_schedule=[[0, 1, 2]]", "grpo.max_completion_length_schedule[0]: expected list [int, int], got list [0, 1, 2] (needs 2 entries)"),
     ],
 )

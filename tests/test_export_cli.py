@@ -106,3 +106,44 @@ def test_cli_error_is_one_line_with_exit_code_2(run_dir, tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: CheckpointError: {tmp_path / 'nothing' / 'config.yaml'} not found: " \
                                   f"{tmp_path / 'nothing'} is not a training run directory"
+
+
+def test_export_copies_the_source_generation_config_writes_a_card_and_normal_permissions(tmp_path, capsys):
+    """A run that started from an HF directory exports that directory's generation config (not a
+    fixed one); the export has a model card naming the step, its metrics and the recipe; the
+    directory gets the umask's permissions (mkdtemp's 0700 used to leak through)."""
+    import stat
+
+    import yaml
+    from flax import nnx
+
+    from openrs_jax.config import load_config
+    from openrs_jax.data import build_quickstart_tokenizer
+    from openrs_jax.model import Qwen2
+    from openrs_jax.weights import save_hf
+
+    source = tmp_path / "source"
+    generation = {"bos_token_id": 1, "eos_token_id": 0, "do_sample": True, "temperature": 0.6, "top_p": 0.95}
+    save_hf(Qwen2(load_config("quickstart").model.preset_config(), rngs=nnx.Rngs(0)), source,
+            tokenizer=build_quickstart_tokenizer(), generation_config=generation)
+    run = tmp_path / "run"
+    make_run_dir(run, steps=(3,))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model"]["name_or_path"] = str(source)  # same shapes as the quickstart preset
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 3, "reward": 0.625, "kl": 0.01}) + "\n")
+    out = tmp_path / "hf"
+    assert export.main(["--checkpoint", str(run), "--out", str(out)]) == 0
+    assert json.loads((out / "generation_config.json").read_text()) == generation
+    card = (out / "README.md").read_text()
+    assert card.startswith(f"---\nbase_model: {source}\nlibrary_name: transformers\n")
+    assert "# quickstart, step 3" in card and "| reward | 0.625 |" in card and "run_name: quickstart" in card
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~umask
+    # From a preset there is no source: bos/eos only (transformers' defaults otherwise).
+    out2 = tmp_path / "hf2"
+    run2 = tmp_path / "run2"
+    make_run_dir(run2, steps=(1,))
+    assert export.main(["--checkpoint", str(run2), "--out", str(out2)]) == 0
+    assert json.loads((out2 / "generation_config.json").read_text()) == {"bos_token_id": 1, "eos_token_id": 0}

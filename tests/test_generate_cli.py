@@ -43,3 +43,27 @@ def test_generate_cli_bad_model(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "openrs_jax.generate", "--model", str(tmp_path), "--prompt", "x"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "error:" in proc.stderr
+
+
+def test_generate_raw_tokenizes_like_the_tokenizer_and_vllm(tmp_path, shared_data):
+    """--raw text gets the tokenizer's own special tokens, as `tokenizer(text)` and vLLM's
+    /v1/completions add them: a BOS for the R1-distill tokenizer."""
+    from openrs_jax.data import load_tokenizer
+
+    tok = load_tokenizer(shared_data / "tokenizer-qwen2")
+    model = Qwen2(tiny(vocab_size=len(tok), hidden_size=32, intermediate_size=32, num_heads=2, num_kv_heads=1,
+                       tie_word_embeddings=True, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id),
+                  rngs=nnx.Rngs(0))
+    save_hf(model, tmp_path / "hf", tokenizer=tok)
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    text = "Find the sum of all integer bases $b>9$"
+    proc = subprocess.run(
+        [sys.executable, "-m", "openrs_jax.generate", "--model", str(tmp_path / "hf"), "--prompt", text, "--raw",
+         "--max-new-tokens", "2", "--temperature", "0", "--json"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (row,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert row["prompt_token_ids"] == tok(text)["input_ids"] == [tok.bos_token_id] + tok(text, add_special_tokens=False)[
+        "input_ids"]
+    assert "generate: 1/1 [" in proc.stderr  # progress on stderr, stdout stays JSON

@@ -15,12 +15,14 @@ LAYERS = {
     "openrs_jax.rewards": 0,
     "openrs_jax.rollout.base": 0,
     "openrs_jax.metrics": 0,
+    "openrs_jax.progress": 0,
     "openrs_jax.plotting": 0,
     "openrs_jax.eval": 0,
     "openrs_jax._compat": 1,
     "openrs_jax.compile_stats": 1,
     "openrs_jax.sharding": 1,
     "openrs_jax.distributed": 1,
+    "openrs_jax.compile_log": 1,
     "openrs_jax.model": 2,
     "openrs_jax.weights": 3,
     "openrs_jax.grpo": 3,
@@ -34,6 +36,7 @@ LAYERS = {
     "openrs_jax.serve": 6,
     "openrs_jax.plot": 6,
     "openrs_jax.generate": 6,
+    "openrs_jax.convert_recipe": 6,
     "openrs_jax.bench": 6,
 }
 

@@ -20,6 +20,7 @@ import yaml
 
 from openrs_jax.config.fields import ConfigError, range_text
 from openrs_jax.config.schema import RunConfig, did_you_mean
+from openrs_jax.config.trl import Conversion, convert, is_trl_recipe, split_overrides, trl_hint
 
 # The recipes ship inside the package (package data), so recipe names ("openrs3", "quickstart")
 # resolve in an installed wheel as in a checkout; the repository's `configs/` links here.
@@ -40,25 +41,6 @@ def _all_qualified_keys(cls: type, prefix: str = "") -> list[str]:
     return out
 
 
-# TRL / open-r1 recipe keys whose meaning lives under another name here (or nowhere), so that
-# an Open-RS recipe pasted in gets a pointer instead of a bare "unknown key".
-TRL_KEYS = {
-    "model_name_or_path": "model.name_or_path",
-    "torch_dtype": "model.dtype",
-    "bf16": "model.dtype: bfloat16",
-    "attn_implementation": "model.attention_impl",
-    "gradient_checkpointing": "model.remat: full",
-    "use_vllm": "rollout.engine: vllm",
-    "vllm_enforce_eager": "rollout.vllm_server_args: [--enforce-eager]",
-    "vllm_device": "the vLLM server's own device (rollout.vllm_launch / vllm_server_url)",
-    "per_device_train_batch_size": "optim.micro_batch_size (= per-device batch x devices)",
-    "lr_scheduler_kwargs": "optim.min_lr_rate",
-    "num_train_epochs": "optim.max_steps (training length is counted in steps)",
-    "save_strategy": "checkpoint.save_steps",
-    "logging_strategy": "log.logging_steps",
-}
-
-
 def _unknown_key_error(cls: type, key: str, where: str) -> ConfigError:
     names = [f.name for f in dataclasses.fields(cls)]
     local = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
@@ -76,7 +58,8 @@ def _unknown_key_error(cls: type, key: str, where: str) -> ConfigError:
         score = lambda q: difflib.SequenceMatcher(None, key, candidates[q]).ratio()  # noqa: E731
         suggestions = sorted(candidates, key=score, reverse=True)[:3]
     full = f"{where}{key}"
-    trl = f" (TRL/open-r1's {key!r} is {TRL_KEYS[key]} here)" if key in TRL_KEYS else ""
+    hint = trl_hint(key)
+    trl = f" (TRL/open-r1's {key!r} is {hint} here)" if hint else ""
     return ConfigError(
         f"unknown config key {full!r}{trl}; closest keys: {', '.join(repr(s) for s in suggestions[:4])}"
     )
@@ -277,12 +260,8 @@ def recipe_path(path_or_name: str | pathlib.Path) -> pathlib.Path:
     raise ConfigError(f"config file {str(path_or_name)!r} not found (recipes in {CONFIGS_DIR}: {', '.join(known)})")
 
 
-def load_config(path_or_name: str | pathlib.Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
-    """Reads a YAML recipe (a path or a recipe name; None: the CPU quickstart), applies
-    `--set`-style overrides ("a.b=c", value parsed as YAML) in order, and validates.
-
-    `run_name` defaults to the file's stem when the file does not set it.
-    """
+def read_recipe(path_or_name: str | pathlib.Path | None = None) -> tuple[pathlib.Path, dict[str, Any]]:
+    """(path, mapping) of a YAML recipe (a path or a recipe name; None: the CPU quickstart)."""
     path = recipe_path(DEFAULT_RECIPE if path_or_name is None else path_or_name)
     with open(path, encoding="utf-8") as f:
         try:
@@ -292,13 +271,43 @@ def load_config(path_or_name: str | pathlib.Path | None = None, overrides: Seque
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return path, raw
+
+
+def load_recipe(
+    path_or_name: str | pathlib.Path | None = None, overrides: Sequence[str] = ()
+) -> tuple[RunConfig, Conversion | None]:
+    """`load_config`, plus the `Conversion` (notes, defaults used) when the file is a flat
+    TRL / open-r1 recipe (`openrs_jax.config.trl`), else None.
+
+    Overrides of a TRL recipe: undotted keys set the recipe's own flat keys before it is
+    converted (`cosine_max_len=3584`, and the launch keys `num_processes=3`,
+    `trl_defaults=open-r1`); dotted keys set fields of the converted config.
+    """
+    path, raw = read_recipe(path_or_name)
+    parsed = [parse_override(o) for o in overrides]
+    conversion = None
+    if is_trl_recipe(raw):
+        flat, parsed = split_overrides(parsed)
+        conversion = convert({**raw, **flat}, source=str(path))
+        raw = conversion.native
     raw.setdefault("run_name", path.stem)
-    for override in overrides:
-        apply_override(raw, *parse_override(override))
+    for keys, value in parsed:
+        apply_override(raw, keys, value)
     try:
-        return from_dict(RunConfig, raw)
+        return from_dict(RunConfig, raw), conversion
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
+
+
+def load_config(path_or_name: str | pathlib.Path | None = None, overrides: Sequence[str] = ()) -> RunConfig:
+    """Reads a YAML recipe (a path or a recipe name; None: the CPU quickstart), applies
+    `--set`-style overrides ("a.b=c", value parsed as YAML) in order, and validates.
+
+    The recipe is ours (sections) or a flat TRL / open-r1 recipe, converted on the way
+    (`load_recipe`). `run_name` defaults to the file's stem when the file does not set it.
+    """
+    return load_recipe(path_or_name, overrides)[0]
 
 
 # ---------------------------------------------------------------------------- field listing

@@ -41,7 +41,8 @@ if typing.TYPE_CHECKING:
 LOSS_TYPES = ("openrs", "grpo", "bnpo", "dr_grpo", "dapo")
 # Loss aggregations that average tokens within each group: a micro-batch must hold whole groups.
 GROUP_LOSS_TYPES = ("openrs",)
-REPORT_TO = ("stdout", "jsonl", "tensorboard")
+REPORT_TO = ("stdout", "jsonl", "tensorboard", "wandb")
+DEFAULT_REPORT_TO = ("stdout", "jsonl", "tensorboard")
 VALIDATION_METRICS = ("avg@k", "pass@1", "pass@k")
 SAMPLING_IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 
@@ -188,6 +189,8 @@ class DataSection(Section):
                                                          "the accuracy rewards read); null: none")
     box_solution: bool = field(False, help="wrap the solution as $\\boxed{...}$ (for bare answers such as '60')")
     system_prompt: str | None = field(None, help="system message of the chat template (null: none)")
+    chat_template: str | None = field(None, help="a Jinja chat template used instead of the tokenizer's (open-r1's "
+                                                 "chat_template; null: the tokenizer's own)")
     max_prompt_length: int = field(512, ge=1, help="prompts are left-truncated to this many tokens")
     add_think_prefill: bool = field(True, help="append '<think>\\n' after the generation prompt (R1 models)")
     bad_rows: Literal["error", "skip"] = field(
@@ -323,10 +326,10 @@ class RewardsSection(Section):
                 f"{list(self.reward_funcs)}; they must have the same length"
             )
         # Fail at load time, not after the model is loaded. Imported here to keep this module light.
-        from openrs_jax.rewards.registry import list_rewards, reward_params
+        from openrs_jax.rewards.registry import is_reward, list_rewards, reward_params
 
         for name in self.reward_funcs:
-            if name not in list_rewards():
+            if not is_reward(name):
                 raise ConfigError(
                     f"rewards.reward_funcs: unknown reward {name!r}{did_you_mean(name, list_rewards())}; "
                     f"known: {', '.join(list_rewards())}"
@@ -369,6 +372,9 @@ class OptimSection(Section):
     adam_epsilon: float = field(1e-8, gt=0, help="Adam ε (outside the square root, as torch)")
     max_grad_norm: float | None = field(1.0, gt=0, note="or null: no clipping", help="global-norm clip (null: none)")
     max_steps: int = field(500, ge=1, help="optimizer steps of the run")
+    num_train_epochs: float | None = field(
+        None, gt=0, help="train this many passes over the prompts instead (TRL's max_steps: -1): max_steps becomes "
+                         "ceil(epochs x (rows // num_prompts_per_step)) once the data is read; null: max_steps")
     num_prompts_per_step: int = field(12, ge=1, help="P: prompts per optimizer step")
     micro_batch_size: int | None = field(None, ge=1, help="completions per micro-batch (null: from "
                                                           "gradient_accumulation_steps)")
@@ -391,8 +397,14 @@ class CheckpointSection(Section):
 
     output_dir: str | None = field(None, help="the run directory (null: checkpoints/<run_name>)")
     save_steps: int = field(50, ge=1, help="save every N steps (and at the end, on a signal, at validation)")
+    save_strategy: Literal["steps", "epoch"] = field(
+        "steps", help="steps: every save_steps; epoch: once per pass over the prompts (save_steps = rows // "
+                      "num_prompts_per_step, set when the data is read)")
     save_total_limit: int | None = field(None, ge=1, note="or null: keep all", help="keep the newest N checkpoints")
     resume: bool = field(False, help="restore the newest checkpoint in output_dir (as --resume)")
+    save_hf: bool = field(False, help="also write every saved step as a Hugging Face directory, <output_dir>/hf/"
+                                      "step-N (transformers, vLLM and lighteval load it as is; rotated with "
+                                      "save_total_limit)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,11 +416,22 @@ class LogSection(Section):
     logging_steps: int = field(1, ge=1, help="log metrics every N steps")
     log_completions: bool = field(True, help="write sampled completions to completions.jsonl")
     num_completions_to_print: int = field(0, ge=0, help="completions printed to stdout per logged step")
-    report_to: tuple[Literal["stdout", "jsonl", "tensorboard"], ...] = field(REPORT_TO, help="metric sinks")
+    report_to: tuple[Literal["stdout", "jsonl", "tensorboard", "wandb"], ...] = field(
+        DEFAULT_REPORT_TO, help="metric sinks; tensorboard and wandb get TRL's tags (train/<metric>, "
+                                "train/global_step) and wandb the completions table (pip install 'openrs-jax[wandb]')")
+    wandb_project: str | None = field(None, help="W&B project (null: $WANDB_PROJECT, else openrs-jax)")
+    wandb_entity: str | None = field(None, help="W&B entity (null: $WANDB_ENTITY / your default)")
+    log_unique_prompts: bool = field(False, help="W&B completions table: one row per prompt (TRL's "
+                                                 "log_unique_prompts)")
 
     @property
     def tensorboard(self) -> bool:
         return "tensorboard" in self.report_to
+
+    def _check(self):
+        dupes = sorted({sink for sink in self.report_to if self.report_to.count(sink) > 1})
+        if dupes:
+            raise ConfigError(f"log.report_to: {dupes} listed twice")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -555,6 +578,19 @@ class RunConfig(Section):
     @property
     def gradient_accumulation_steps(self) -> int:
         return self.completions_per_step // self.micro_batch_size
+
+    def for_dataset(self, num_rows: int) -> "RunConfig":
+        """This config with its epoch-based settings resolved for `num_rows` prompts (rows of all
+        sources): one epoch is max(rows // num_prompts_per_step, 1) steps (HF drops the last
+        partial batch too); `optim.num_train_epochs` sets max_steps = ceil(epochs x that) and
+        `checkpoint.save_strategy: epoch` sets save_steps to it. Unchanged without either."""
+        per_epoch = max(num_rows // self.optim.num_prompts_per_step, 1)
+        optim, ckpt = self.optim, self.checkpoint
+        if optim.num_train_epochs is not None:
+            optim = dataclasses.replace(optim, max_steps=max(1, math.ceil(optim.num_train_epochs * per_epoch)))
+        if ckpt.save_strategy == "epoch":
+            ckpt = dataclasses.replace(ckpt, save_steps=per_epoch)
+        return self if (optim, ckpt) == (self.optim, self.checkpoint) else self.replace(optim=optim, checkpoint=ckpt)
 
     def max_completion_length_at(self, step: int) -> int:
         """Completion cap at optimizer step `step` (0-based) under `grpo.max_completion_length_schedule`."""

@@ -2,7 +2,9 @@
 
 Layer L0 (no JAX). `PromptIterator.next_batch(P)` returns P example dicts, each with
 `prompt_ids` (list[int]), `prompt_text` (str) and every column of its row (plus the canonical
-`problem` / `solution` keys the rewards read). The whole position of the stream is the
+`problem` / `solution` keys the rewards read). The problem column holds the problem text, or a
+conversation (TRL's conversational `prompt`: a list of chat messages, rendered as given; its
+last user message is then `problem`). The whole position of the stream is the
 cursor `state_dict()`: the seed and, per source, (epoch, position); `load_state_dict` on a fresh
 iterator over the same data continues with exactly the same batches.
 
@@ -28,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from openrs_jax.data.tokenizer import PromptFormatter
+from openrs_jax.data.validation import conversation_error, conversation_problem
 
 RESERVED_KEYS = ("prompt_ids", "prompt_text")
 STATE_VERSION = 1
@@ -87,6 +90,11 @@ class PromptIterator:
     def num_drawn(self) -> int:
         """Prompts drawn so far (all sources)."""
         return sum(self._consumed)
+
+    @property
+    def num_rows(self) -> int:
+        """Rows of all sources together (one epoch of a single source)."""
+        return sum(len(rows) for rows in self._sources)
 
     def state_dict(self) -> dict[str, Any]:
         """The cursor as plain JSON data: {"version", "seed", "shuffle", "sources": [{"name",
@@ -170,12 +178,15 @@ class PromptIterator:
             if key in row:
                 raise ValueError(f"dataset {name!r} has a column {key!r}, a name the prompt pipeline writes")
         problem = row.get(self._problem_column)
-        if not isinstance(problem, str):
+        if isinstance(problem, str):
+            row["problem"] = problem
+        elif conversation_error(problem) is None:  # TRL's conversational prompt: rendered as given
+            row["problem"] = conversation_problem(problem)
+        else:
             raise ValueError(
                 f"dataset {name!r} row {row_index}: column {self._problem_column!r} is "
-                f"{type(problem).__name__}, expected the problem text (str)"
+                f"{type(problem).__name__}, expected the problem text (str) or a conversation (list of messages)"
             )
-        row["problem"] = problem
         if self._solution_column is not None:
             solution = row[self._solution_column]
             if self._box_solution and solution is not None:

@@ -77,6 +77,7 @@ def build_prompt_iterator(
         system_prompt=data.system_prompt,
         add_think_prefill=data.add_think_prefill,
         max_prompt_length=data.max_prompt_length,
+        chat_template=data.chat_template,
     )
     return PromptIterator(
         rows,

@@ -1,11 +1,13 @@
 """Tokenizer loading and prompt rendering.
 
-Layer L0 (no JAX). A prompt is the tokenizer's chat template applied to
-[system (optional), user = problem] with the generation prompt, plus the `<think>\\n` prefill:
+Layer L0 (no JAX). A prompt is the tokenizer's chat template (or `chat_template`, open-r1's
+override) applied to [system (optional), user = problem] with the generation prompt, plus the
+`<think>\\n` prefill:
 for the R1-distill template that is
 `<｜begin▁of▁sentence｜>{system}<｜User｜>{problem}<｜Assistant｜><think>\\n`.
 The template already writes the BOS token as text, so the text is encoded without adding
-special tokens again.
+special tokens again. A conversational prompt (TRL's format: a list of `{"role", "content"}`
+messages) is rendered as given, the system prompt put first when it has none.
 
 Departures from TRL / open-r1:
   1. A directory holding `tokenizer.json` is loaded as `PreTrainedTokenizerFast(tokenizer_file=...)`
@@ -181,9 +183,13 @@ class PromptFormatter:
     system_prompt: str | None = None
     add_think_prefill: bool = True
     max_prompt_length: int = 512
+    chat_template: str | None = None  # used instead of the tokenizer's (None: the tokenizer's)
+    # Encode the rendered text with the tokenizer's special tokens added (`tokenizer(text)`), as
+    # lighteval's vLLM backend did: for R1-distill a BOS before the template's own (two BOS).
+    add_special_tokens: bool = False
 
     def __post_init__(self):
-        if getattr(self.tokenizer, "chat_template", None) is None:
+        if self.chat_template is None and getattr(self.tokenizer, "chat_template", None) is None:
             raise ValueError(
                 f"tokenizer {getattr(self.tokenizer, 'name_or_path', '')!r} has no chat template "
                 "(tokenizer_config.json `chat_template` or chat_template.jinja)"
@@ -191,21 +197,31 @@ class PromptFormatter:
         if self.max_prompt_length < 1:
             raise ValueError(f"max_prompt_length must be >= 1, got {self.max_prompt_length}")
 
-    def render(self, problem: str) -> str:
+    def messages(self, prompt: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The chat of one prompt: [system (optional), user = prompt] for a problem text; a
+        conversational prompt (list of messages) as given, the system prompt first when it has
+        no system message of its own."""
+        if isinstance(prompt, str):
+            messages = [{"role": "user", "content": prompt}]
+        else:
+            messages = [dict(m) for m in prompt]
+        if self.system_prompt is not None and not any(m.get("role") == "system" for m in messages):
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return messages
+
+    def render(self, problem: str | list[dict[str, Any]]) -> str:
         """The chat-template text of one prompt, generation prompt (and prefill) included."""
-        messages = []
-        if self.system_prompt is not None:
-            messages.append({"role": "system", "content": self.system_prompt})
-        messages.append({"role": "user", "content": problem})
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        kwargs = {} if self.chat_template is None else {"chat_template": self.chat_template}
+        text = self.tokenizer.apply_chat_template(self.messages(problem), tokenize=False, add_generation_prompt=True,
+                                                  **kwargs)
         # Newer R1-distill templates end the generation prompt with the prefill already.
         if self.add_think_prefill and not text.endswith(THINK_PREFILL):
             text += THINK_PREFILL
         return text
 
-    def encode(self, problem: str) -> tuple[list[int], str]:
+    def encode(self, problem: str | list[dict[str, Any]]) -> tuple[list[int], str]:
         text = self.render(problem)
-        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        ids = list(self.tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"])
         if len(ids) > self.max_prompt_length:
             ids = ids[-self.max_prompt_length:]
             text = self.tokenizer.decode(ids, skip_special_tokens=False)

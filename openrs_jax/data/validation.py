@@ -9,8 +9,10 @@ A row is bad when
   - (JSON files) its line is not UTF-8, not JSON, or not a JSON object, or a column's value
     has another type than in the column's first row (numbers: int and float mix freely);
   - one of its values does not decode (invalid UTF-8 inside a parquet / Arrow string column);
-  - its problem is not a non-empty string, or its solution is null (when `solution_column` is
-    set: the accuracy rewards need a gold answer for every row).
+  - its problem is neither a non-empty string nor a conversation (TRL's conversational
+    `prompt`: a non-empty list of {"role": str, "content": str} messages with a user message),
+    or its solution is null (when `solution_column` is set: the accuracy rewards need a gold
+    answer for every row).
 
 Policy (`bad_rows`, chosen by the caller; documented in docs/RELIABILITY.md):
   "error" (default): raise `DataError` naming the first bad row, its reason, and how many
@@ -31,6 +33,24 @@ _SHOWN = 3  # bad rows quoted in a message
 
 class DataError(ValueError):
     """Bad input data; the message names the file (or dataset) and the line (or row)."""
+
+
+def conversation_error(value: Any) -> str | None:
+    """None if `value` is a conversational prompt (TRL's format: a non-empty list of messages
+    {"role": str, "content": str}, at least one from the user), else what is wrong with it."""
+    if not isinstance(value, (list, tuple)) or not value:
+        return "not a list of messages"
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            return f"message {i} is not {{'role': str, 'content': str}}"
+    if not any(m["role"] == "user" for m in value):
+        return "no user message"
+    return None
+
+
+def conversation_problem(messages: Sequence[dict[str, Any]]) -> str:
+    """The problem text of a conversation: its last user message (what rewards see as `problem`)."""
+    return [m["content"] for m in messages if m["role"] == "user"][-1]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,9 +123,15 @@ def row_problems(
     solutions = columns[solution_column] if solution_column is not None else None
     for j, i in enumerate(readable):
         problem = problems[j]
-        if not isinstance(problem, str) or not problem.strip():
+        if isinstance(problem, (list, tuple)):
+            why = conversation_error(problem)
+            if why is not None:
+                bad[i] = BadRow(*locate(i), f"column {problem_column!r} holds a list that is not a conversation "
+                                            f"({why})")
+        elif not isinstance(problem, str) or not problem.strip():
             shown = "empty" if isinstance(problem, str) else f"{type(problem).__name__} {problem!r:.60}"
-            bad[i] = BadRow(*locate(i), f"column {problem_column!r} is {shown}, expected the problem text")
+            bad[i] = BadRow(*locate(i), f"column {problem_column!r} is {shown}, expected the problem text "
+                                        "or a conversation (list of chat messages)")
         elif solutions is not None and solutions[j] is None:
             bad[i] = BadRow(*locate(i), f"column {solution_column!r} is missing (null)")
     return dict(sorted(bad.items()))

@@ -8,8 +8,8 @@ the resumable runner, and validation / best-checkpoint tracking for the trainer.
 
 Modules: `benchmarks` (specs, prompt template, loading), `grading` (math-verify with
 lighteval's settings), `metrics` (pass@1, avg@k, standard errors), `report` (results JSON,
-Table-1 Markdown), `runner` (chunked, resumable evaluation), `validation` (Validator,
-BestCheckpointTracker). The CLI is `python -m openrs_jax.evaluate`.
+Table-1 Markdown, lighteval's results layout), `runner` (chunked, resumable evaluation),
+`validation` (Validator, BestCheckpointTracker). The CLI is `python -m openrs_jax.evaluate`.
 """
 
 from openrs_jax.eval.benchmarks import (
@@ -25,7 +25,14 @@ from openrs_jax.eval.benchmarks import (
 )
 from openrs_jax.eval.grading import Grade, grade, grade_batch, grading_pool, prepare_gold
 from openrs_jax.eval.metrics import macro_average, summarize
-from openrs_jax.eval.report import PAPER_TABLE1, build_results, markdown_table, write_reports
+from openrs_jax.eval.report import (
+    PAPER_TABLE1,
+    build_results,
+    lighteval_results,
+    markdown_table,
+    write_lighteval_results,
+    write_reports,
+)
 from openrs_jax.eval.runner import BenchmarkRun, EvalSettings, RecordStore, chunk_seed, evaluate_benchmark
 from openrs_jax.eval.validation import BestCheckpointTracker, Validator
 
@@ -50,11 +57,13 @@ __all__ = [
     "grade",
     "grade_batch",
     "grading_pool",
+    "lighteval_results",
     "load_benchmark",
     "macro_average",
     "markdown_table",
     "parse_benchmarks",
     "prepare_gold",
     "summarize",
+    "write_lighteval_results",
     "write_reports",
 ]

@@ -141,3 +141,74 @@ def write_reports(
     atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
     atomic_write_text(md_path, markdown_table(results, label))
     return json_path, md_path
+
+
+# ---------------------------------------------------------------------------- lighteval's layout
+# Open-RS's lighteval task names (knoveleng/open-rs src/open_r1/evaluate.py), where they differ.
+LIGHTEVAL_TASK_NAMES = {"math500": "math_500"}
+
+
+def lighteval_results(results: Mapping[str, Any], *, model_name: str, started: float | None = None,
+                      ended: float | None = None, limit: int | None = None) -> dict[str, Any]:
+    """`results` (`build_results`) in the layout of lighteval's results JSON, as Open-RS's runs
+    wrote it (logs/evals/*/results_*.json there): per task `custom|<task>|0` the
+    `extractive_match` (pass@1: the first sample of each problem) and its
+    `extractive_match_stderr` (std over problems, ddof=1, / sqrt(n): lighteval's), and "all",
+    the mean of every metric over the tasks. The prompt and token hashes of lighteval's
+    summaries are not computed (None)."""
+    per = results["benchmarks"]
+    tasks: dict[str, Any] = {}
+    configs: dict[str, Any] = {}
+    summaries: dict[str, Any] = {}
+    for name, summary in per.items():
+        spec = BENCHMARKS.get(name)
+        task = LIGHTEVAL_TASK_NAMES.get(name, name)
+        key = f"custom|{task}|0"
+        tasks[key] = {"extractive_match": summary["pass@1"], "extractive_match_stderr": summary["pass@1_se"]}
+        n = int(summary["n"])
+        configs[f"custom|{task}"] = {
+            "name": task, "suite": ["custom"],
+            "hf_repo": spec.hub_repo if spec else None, "hf_subset": "default",
+            "metric": [{"metric_name": "extractive_match", "higher_is_better": True, "corpus_level_fn": "mean"}],
+            "evaluation_splits": [spec.hub_split] if spec else None,
+            "generation_size": results["settings"].get("max_new_tokens"),
+            "original_num_docs": spec.size if spec else n, "effective_num_docs": n, "version": 1,
+        }
+        summaries[key] = {"hashes": {"hash_examples": None, "hash_full_prompts": None, "hash_input_tokens": None,
+                                     "hash_cont_tokens": None},
+                          "truncated": 0, "non_truncated": n, "padded": 0, "non_padded": n,
+                          "effective_few_shots": 0.0, "num_truncated_few_shots": 0}
+    if tasks:
+        metrics = list(next(iter(tasks.values())))
+        tasks["all"] = {m: sum(t[m] for t in tasks.values()) / len(tasks) for m in metrics}
+    total = sum(int(s["n"]) for s in per.values())
+    return {
+        "config_general": {
+            "lighteval_sha": "openrs-jax", "num_fewshot_seeds": 1, "override_batch_size": -1, "max_samples": limit,
+            "job_id": 0, "start_time": started, "end_time": ended,
+            "total_evaluation_time_secondes": None if started is None or ended is None else str(ended - started),
+            "model_name": model_name, "model_sha": "", "model_dtype": None, "model_size": None,
+        },
+        "results": tasks,
+        "versions": {key: 1 for key in tasks if key != "all"},
+        "config_tasks": configs,
+        "summary_tasks": summaries,
+        "summary_general": {"hashes": {"hash_examples": None, "hash_full_prompts": None, "hash_input_tokens": None,
+                                       "hash_cont_tokens": None},
+                            "truncated": 0, "non_truncated": total, "padded": 0, "non_padded": total,
+                            "num_truncated_few_shots": 0},
+    }
+
+
+def write_lighteval_results(out_dir: str | os.PathLike, results: Mapping[str, Any], *, model_name: str,
+                            started: float | None = None, ended: float | None = None,
+                            limit: int | None = None) -> pathlib.Path:
+    """<out_dir>/results/<model_name>/results_<ISO time>.json in lighteval's layout (its own
+    path scheme); returns the path."""
+    import datetime
+
+    stamp = datetime.datetime.now().isoformat().replace(":", "-")
+    path = pathlib.Path(out_dir) / "results" / model_name.replace("/", "__") / f"results_{stamp}.json"
+    data = lighteval_results(results, model_name=model_name, started=started, ended=ended, limit=limit)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    return path

@@ -31,6 +31,11 @@ Departures from Open-RS's lighteval runs (numbered; grading's own are in grading
    (`--no-think-prefill`) to use a template exactly as shipped.
 4. k > 1 samples, avg@k, pass@k and standard errors are additions; pass@1 (sample 0) is the
    paper's metric.
+5. Input tokens: lighteval's vLLM backend tokenized the chat-template text with the tokenizer's
+   special tokens added, and the R1-distill template writes its BOS as text, so Open-RS's
+   evaluations fed the model two BOS tokens. We encode the template text as is (one BOS, as
+   the model was trained); `add_special_tokens=True` (`evaluate --lighteval-tokens`)
+   reproduces lighteval's tokens exactly.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ import numpy as np
 from openrs_jax.data.tokenizer import PromptFormatter
 from openrs_jax.eval import benchmarks as bm
 from openrs_jax.eval import grading, metrics
+from openrs_jax.progress import Progress
 from openrs_jax.rewards.verify_pool import VerifyPool
 from openrs_jax.rollout.base import FINISH_LENGTH, RolloutEngine, SamplingParams
 
@@ -63,6 +69,8 @@ class EvalSettings:
     chunk_size: problems per `generate` call (and per JSONL append: the resume granularity).
     think_prefill: append `<think>\\n` after the generation prompt when the template does not
       (the R1-distill template revision Open-RS evaluated with ends with it; data/tokenizer.py).
+    add_special_tokens: encode prompts as lighteval did (departure 5): the tokenizer's special
+      tokens added to the template text.
     """
 
     samples: int = 1
@@ -72,6 +80,7 @@ class EvalSettings:
     seed: int = 0
     chunk_size: int = 64
     think_prefill: bool = True
+    add_special_tokens: bool = False
 
     def __post_init__(self):
         if self.samples < 1:
@@ -95,7 +104,8 @@ def chunk_seed(seed: int, benchmark: str, chunk: int) -> int:
 def make_formatter(tokenizer: Any, settings: EvalSettings) -> PromptFormatter:
     """The model's chat template, no system prompt (lighteval --use-chat-template)."""
     return PromptFormatter(
-        tokenizer, system_prompt=None, add_think_prefill=settings.think_prefill, max_prompt_length=_NO_TRUNCATION
+        tokenizer, system_prompt=None, add_think_prefill=settings.think_prefill, max_prompt_length=_NO_TRUNCATION,
+        add_special_tokens=settings.add_special_tokens,
     )
 
 
@@ -224,6 +234,7 @@ def evaluate_benchmark(
     store: RecordStore | None = None,
     log: Callable[[str], None] | None = None,
     max_chunks: int | None = None,
+    progress_stream: Any = None,
 ) -> BenchmarkRun:
     """Generates, grades and records every problem of one benchmark not yet in `store`.
 
@@ -233,6 +244,9 @@ def evaluate_benchmark(
     store: where records live; None keeps them in memory only (validation).
     max_chunks: stop after generating this many chunks (tests of resume); the summary then
       covers only the problems recorded so far.
+    progress_stream: show a progress bar with ETA over the completions to generate on this
+      stream (`openrs_jax.progress`: a bar on a terminal, periodic lines otherwise), advanced
+      as the engine finishes rows when it reports them (`RolloutEngine.progress`); None: none.
     """
     if not problems:
         raise ValueError("evaluate_benchmark: no problems")
@@ -259,14 +273,26 @@ def evaluate_benchmark(
     todo = [c for c, chunk in enumerate(chunks) if any(p.index not in done for p in chunk)]
     if resumed:
         log(f"[{name}] resuming: {resumed}/{len(problems)} problems already recorded")
-    generated, generate_s, grade_s = 0, 0.0, 0.0
+    bar = None
+    if progress_stream is not None:
+        bar = Progress(sum(len(chunks[c]) for c in todo[:max_chunks]) * k, f"eval {name}", unit="seq",
+                       stream=progress_stream)
+    generated, generate_s, grade_s, correct_so_far = 0, 0.0, 0.0, 0
     for n_chunk, c in enumerate(todo):
         if max_chunks is not None and n_chunk >= max_chunks:
             break
         chunk = chunks[c]
         encoded = [formatter.encode(p.query) for p in chunk]
         t0 = time.perf_counter()
-        batch = engine.generate([ids for ids, _ in encoded], k, settings.sampling(chunk_seed(settings.seed, name, c)))
+        if bar is not None:
+            base = bar.n
+            engine.progress = lambda done, total, base=base: bar.update_to(base + done)
+        try:
+            batch = engine.generate([ids for ids, _ in encoded], k,
+                                    settings.sampling(chunk_seed(settings.seed, name, c)))
+        finally:
+            if bar is not None:
+                engine.progress = None
         t1 = time.perf_counter()
         completions = tokenizer.batch_decode(batch.completion_token_lists(), skip_special_tokens=True)
         golds = [p.gold for p in chunk for _ in range(k)]
@@ -285,11 +311,16 @@ def evaluate_benchmark(
         generate_s += t1 - t0
         grade_s += t2 - t1
         n_correct = sum(sum(r["correct"]) for r in records)
+        correct_so_far += n_correct
+        if bar is not None:
+            bar.update_to(base + len(chunk) * k, postfix=f"{correct_so_far} correct")
         log(
             f"[{name}] chunk {c + 1}/{len(chunks)}: {len(chunk)} problems x {k} samples, {tokens} tokens in "
             f"{t1 - t0:.1f} s ({tokens / max(t1 - t0, 1e-9):,.0f} tok/s), graded in {t2 - t1:.1f} s, "
             f"{n_correct}/{len(chunk) * k} correct"
         )
+    if bar is not None:
+        bar.close()
     records = [done[p.index] for p in problems if p.index in done]
     summary = summarize_records(records) if records else {"n": 0, "k": k}
     summary["complete"] = len(records) == len(problems)

@@ -133,14 +133,15 @@ def reward_stats(
 ) -> dict[str, Float[Array, ""]]:
     """Reward metrics for one batch, unscorable (NaN) rows left out as TRL ≥ 1.6 leaves them.
 
-    reward: mean of r over scorable rows; reward_std: mean of σ_b over the rows where it is
-    defined (TRL 0.16's definition, the group std averaged; TRL ≥ 1.6 logs the batch std
-    instead); frac_reward_zero_std: fraction of all rows whose σ_b is 0 (`zero_std_rows`).
+    reward: mean of r over scorable rows; reward_std: the std of r over the batch (ddof=1;
+    current TRL's `nanstd(rewards)`); reward_group_std: mean of σ_b over the rows where it is
+    defined (the group std averaged: TRL < 0.27 called this reward_std); frac_reward_zero_std:
+    fraction of all rows whose σ_b is 0 (`zero_std_rows`), i.e. rows whose group carries no signal.
     """
     rewards = jnp.asarray(rewards, jnp.float32)
-    std = _std_per_row(rewards, num_generations, scale)
     return {
         "reward": jnp.nanmean(rewards),
-        "reward_std": jnp.nanmean(std),
+        "reward_std": nanstd(rewards),
+        "reward_group_std": jnp.nanmean(_std_per_row(rewards, num_generations, "group")),
         "frac_reward_zero_std": zero_std_rows(rewards, num_generations, scale).astype(jnp.float32).mean(),
     }

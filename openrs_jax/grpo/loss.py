@@ -186,6 +186,18 @@ def sequence_weights(
     raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
 
 
+def _seq_extreme(x: Float[Array, "B T"], mask: Float[Array, "B T"], reduce) -> Float[Array, ""]:
+    """TRL's `nanmin` / `nanmax` of the per-sequence token mean (`masked_seq_mean`): rows
+    without tokens are skipped; NaN when no row has tokens. Sequence-level x is [B, 1]."""
+    if x.shape[-1] == 1:
+        per_seq, valid = x[:, 0], jnp.ones(x.shape[0], bool)
+    else:
+        tokens = mask.sum(-1)
+        per_seq, valid = (x * mask).sum(-1) / jnp.maximum(tokens, 1.0), tokens > 0
+    fill = jnp.inf if reduce is jnp.min else -jnp.inf
+    return jnp.where(valid.any(), reduce(jnp.where(valid, per_seq, fill)), jnp.nan)
+
+
 def _masked_mean(x: Float[Array, "B T"], mask: Float[Array, "B T"]) -> Float[Array, ""]:
     """TRL's `global_masked_mean`: token mean for [B, T], row mean for per-sequence [B, 1]."""
     if x.shape[-1] == 1:
@@ -227,7 +239,9 @@ def grpo_loss(
       this batch is the full batch (`num_generations` / `max_completion_length` are then used).
 
     Returns (loss, metrics). Metrics are means over this call's rows (stop-gradient):
-    `kl`, `entropy`, `clip_ratio/{low,high,region}_mean` (TRL), `advantages/{mean,std,min,max}`,
+    `kl`, `entropy`, `clip_ratio/{low,high,region}_mean` (TRL), `clip_ratio/low_min` and
+    `clip_ratio/high_max` (TRL: the least / most clipped sequence's fraction of clipped tokens;
+    NaN without tokens), `advantages/{mean,std,min,max}`,
     `sampling/importance_sampling_ratio/{min,mean,max}` and
     `sampling/sampling_logp_difference/{mean,max}` (with sampling_logps), and
     `completion_tokens` (Σ m, to weight micro-batch metrics when combining them).
@@ -279,6 +293,8 @@ def grpo_loss(
     metrics["clip_ratio/low_mean"] = _masked_mean(low.astype(jnp.float32), mask)
     metrics["clip_ratio/high_mean"] = _masked_mean(high.astype(jnp.float32), mask)
     metrics["clip_ratio/region_mean"] = _masked_mean((low | high).astype(jnp.float32), mask)
+    metrics["clip_ratio/low_min"] = _seq_extreme(low.astype(jnp.float32), mask, jnp.min)
+    metrics["clip_ratio/high_max"] = _seq_extreme(high.astype(jnp.float32), mask, jnp.max)
     if entropy is not None:
         metrics["entropy"] = _masked_mean(entropy.astype(jnp.float32), mask)
     metrics["advantages/mean"] = advantages.mean()

@@ -11,8 +11,10 @@ Open-RS ran them), `text_rewards` (format, tags, repetition, length, exact match
 
 from openrs_jax.rewards.math_rewards import CORRECT, FAILED, NO_GOLD, WRONG, cosine_scaled, judge
 from openrs_jax.rewards.registry import (
+    ALIASES,
     combine_rewards,
     get_reward,
+    is_reward,
     list_rewards,
     register_reward,
     reward_name,
@@ -27,6 +29,7 @@ from openrs_jax.rewards.text_rewards import (
 from openrs_jax.rewards.verify_pool import Outcome, VerifyPool, close_shared_pools, shared_pool
 
 __all__ = [
+    "ALIASES",
     "CORRECT",
     "FAILED",
     "NO_GOLD",
@@ -39,6 +42,7 @@ __all__ = [
     "final_answer_text",
     "foreign_letter_fraction",
     "get_reward",
+    "is_reward",
     "judge",
     "list_rewards",
     "overlong_penalty",

@@ -42,9 +42,28 @@ _FACTORIES: dict[str, Callable[..., RewardFn]] = {
 }
 
 
+# The names open-r1's and TRL's reward functions carry (their `__name__`, and open-r1's registry
+# keys), for the rewards here that compute the same thing. A reward is logged under the name
+# the config gives it (`rewards/format_reward/mean`), as TRL logs its functions' `__name__`.
+ALIASES = {
+    "format_reward": "format",
+    "accuracy_reward": "accuracy",
+    "cosine_scaled_reward": "cosine",
+    "tag_count_reward": "tag_count",
+    "repetition_penalty_reward": "repetition_penalty",
+    "soft_overlong_punishment": "soft_overlong",
+    "soft_overlong_punishment_reward": "soft_overlong",
+}
+
+
 def list_rewards() -> list[str]:
-    """Names accepted by `get_reward`, sorted."""
+    """The rewards' own names, sorted (`get_reward` also takes the `ALIASES`)."""
     return sorted(_FACTORIES)
+
+
+def is_reward(name: str) -> bool:
+    """Whether `get_reward(name)` knows `name` (its own name or an alias)."""
+    return name in _FACTORIES or name in ALIASES
 
 
 def reward_params(name: str) -> dict[str, Any]:
@@ -55,12 +74,13 @@ def reward_params(name: str) -> dict[str, Any]:
 
 def register_reward(name: str, factory: Callable[..., RewardFn]) -> None:
     """Add a reward: `factory(**params)` must return `f(completions, **columns) -> list`."""
-    if name in _FACTORIES:
+    if name in _FACTORIES or name in ALIASES:
         raise ValueError(f"reward {name!r} is already registered")
     _FACTORIES[name] = factory
 
 
 def _factory(name: str) -> Callable[..., RewardFn]:
+    name = ALIASES.get(name, name)
     if name not in _FACTORIES:
         close = difflib.get_close_matches(name, list(_FACTORIES), n=3, cutoff=0.5)
         hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -79,7 +79,13 @@ class RolloutBatch:
 
 
 class RolloutEngine(abc.ABC):
-    """Generates completions and receives new weights."""
+    """Generates completions and receives new weights.
+
+    `progress`: when set, engines that can tell call `progress(finished rows, total rows)` while
+    `generate` runs (the JAX sampler between decode segments, the vLLM client per request), for
+    progress bars; None (the default) reports nothing."""
+
+    progress: Callable[[int, int], None] | None = None
 
     @abc.abstractmethod
     def generate(

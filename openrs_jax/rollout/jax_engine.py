@@ -48,7 +48,7 @@ import functools
 import math
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -445,7 +445,11 @@ class JaxEngine(RolloutEngine):
         with CompileCounter() as compiles:
             for start in range(0, len(rows), self.max_batch_size):
                 chunk = list(range(start, min(start + self.max_batch_size, len(rows))))
-                toks, lps, t_prefill, step_versions = self._generate_rows([rows[i] for i in chunk], chunk, sampling)
+                report = None
+                if self.progress is not None:  # rows finished so far, over all chunks
+                    report = lambda done, start=start, total=len(rows): self.progress(start + done, total)  # noqa: E731
+                toks, lps, t_prefill, step_versions = self._generate_rows([rows[i] for i in chunk], chunk, sampling,
+                                                                          report)
                 versions_out[chunk] = step_versions[None, :]
                 prefill_s += t_prefill
                 tokens_out[chunk] = toks
@@ -467,9 +471,11 @@ class JaxEngine(RolloutEngine):
         }
         return batch
 
-    def _generate_rows(self, rows: list[list[int]], row_ids: list[int], sampling: SamplingParams):
+    def _generate_rows(self, rows: list[list[int]], row_ids: list[int], sampling: SamplingParams,
+                       report: Callable[[int], None] | None = None):
         """Decodes one batch: (tokens [n, max_new], log-probs [n, max_new], prefill seconds,
-        the weights version of each decode step [max_new] (-1 without versions))."""
+        the weights version of each decode step [max_new] (-1 without versions)).
+        `report(finished rows of this batch)` is called between decode segments."""
         self._take_offered()
         st = _Static(
             temperature=float(sampling.temperature),
@@ -534,6 +540,8 @@ class JaxEngine(RolloutEngine):
             state = self._segment_fn(st, kv_read)(self._params, state, jnp.int32(end))
             step = int(state.step)
             done = to_host(state.done)  # every process takes the same decisions below
+            if report is not None:  # real rows (not fillers) still running
+                report(n - int((row_map[np.flatnonzero(~done)] < n).sum()))
             if done.all():
                 break
             active = np.flatnonzero(~done)
@@ -552,6 +560,8 @@ class JaxEngine(RolloutEngine):
                     print(f"[jax engine] step {step}: compacted {cur} -> {new_b} rows ({len(active)} running)")
         host_tokens[row_map] = to_host(state.out_tokens)
         host_logps[row_map] = to_host(state.out_logps)
+        if report is not None:  # rows cut at the length limit are finished too
+            report(n)
         return host_tokens[:n], host_logps[:n], prefill_s, step_versions
 
     def _to_batch(self, tokens, logps, prompts, num_generations, sampling) -> RolloutBatch:

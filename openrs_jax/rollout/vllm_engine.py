@@ -398,7 +398,14 @@ class VLLMEngine(RolloutEngine):
             self._request_body([prompts[i] for i in c], g, sampling, sampling.seed + c.start * g) for c in chunks
         ]
         with concurrent.futures.ThreadPoolExecutor(max_workers=min(self.max_workers, len(bodies))) as pool:
-            answers = list(pool.map(self._complete, bodies))
+            futures = [pool.submit(self._complete, body) for body in bodies]
+            if self.progress is not None:  # rows of the requests answered so far
+                done_rows = 0
+                size = {f: len(c) * g for f, c in zip(futures, chunks)}
+                for future in concurrent.futures.as_completed(futures):
+                    done_rows += size[future]
+                    self.progress(done_rows, len(prompts) * g)
+            answers = [f.result() for f in futures]
         rows = []
         for chunk, choices in zip(chunks, answers):
             rows += parse_choices(choices, len(chunk), g, self.base_url)

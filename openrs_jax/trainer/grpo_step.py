@@ -324,8 +324,11 @@ def learn(run: Run, state: TrainState, exp: Experience, timer: PhaseTimer) -> tu
             params, opt_state, m = policy.train_step(params, opt_state, train_batch)
         m = jax.device_get(m)
     applied = bool(m["update_applied"] >= 1.0)
+    # TRL's num_input_tokens_seen: every row's prompt and completion tokens.
+    seen = g * sum(len(e["prompt_ids"]) for e in exp.examples) + int(batch.lengths.sum())
     new_state = TrainState(step=exp.step, params=params, opt_state=opt_state, data=exp.data,
-                           nonfinite_run=0 if applied else state.nonfinite_run + 1)
+                           nonfinite_run=0 if applied else state.nonfinite_run + 1,
+                           num_tokens=state.num_tokens + seen)
     return new_state, {"update": m, "truncated": truncated}
 
 
@@ -350,28 +353,45 @@ def grpo_step(run: Run, state: TrainState, rollouts) -> tuple[TrainState, Experi
     metrics = step_metrics(run, exp, learned, timer, staleness=state.step - 1 - exp.policy_step)
     # XLA compilations during the step (0 once every program of the run's shapes exists).
     metrics.update({"compile/count": float(compiles.count), "time/compile": compiles.seconds})
+    metrics["num_tokens"] = float(state.num_tokens)
     return state, exp, {**metrics, **rollouts.metrics()}
 
 
 # ---------------------------------------------------------------------- metrics
+def epoch_of(cursor: dict[str, Any]) -> float:
+    """HF's fractional `epoch` from a data cursor (`PromptIterator.state_dict()`): prompts
+    drawn / rows, over all sources (a mixture's epoch is of its rows together)."""
+    sources = cursor["sources"]
+    drawn = sum(int(s["epoch"]) * int(s["num_rows"]) + int(s["position"]) for s in sources)
+    return drawn / max(sum(int(s["num_rows"]) for s in sources), 1)
+
+
 def step_metrics(run: Run, exp: Experience, learned: dict[str, Any], timer: PhaseTimer,
                  staleness: int = 0) -> dict[str, float]:
-    """TRL's metric names for one step, plus timings (`time/<phase>`: the step's phases, and the
-    sampler's `rollout` time of this batch, which overlapped modes hide behind the previous
-    update), throughput, and `rollout/staleness` (updates between sampling and training)."""
+    """TRL's metric names for one step (current TRL's meanings: `reward_std` is the std over the
+    batch; `reward_group_std` the mean group std, reward_std of TRL < 0.27 with group scaling), plus `epoch`,
+    timings (`time/<phase>`: the step's phases, and the sampler's `rollout` time of this batch,
+    which overlapped modes hide behind the previous update), throughput, and
+    `rollout/staleness` (updates between sampling and training). `num_tokens` (cumulative) is
+    added by `grpo_step` from the state."""
     cfg = run.cfg
     g = cfg.grpo.num_generations
     scores, batch, truncated = exp.wait_scores(), exp.batch, learned["truncated"]
     lengths = batch.lengths.astype(np.float64)
     term = lengths[~truncated]
+    if term.size == 0:  # TRL: zeros when no completion terminated
+        term = np.zeros(1)
     stats = grpo.reward_stats(jnp.asarray(scores.total, jnp.float32), g, scale=cfg.grpo.scale_rewards)
     out = {
-        **{k: float(v) for k, v in stats.items()},  # reward, reward_std, frac_reward_zero_std
+        **{k: float(v) for k, v in stats.items()},  # reward, reward_std, reward_group_std, frac_reward_zero_std
         "completions/mean_length": float(lengths.mean()),
         "completions/min_length": float(lengths.min()),
         "completions/max_length": float(lengths.max()),
         "completions/clipped_ratio": float(truncated.mean()),
-        "completions/mean_terminated_length": float(term.mean()) if term.size else 0.0,
+        "completions/mean_terminated_length": float(term.mean()),
+        "completions/min_terminated_length": float(term.min()),
+        "completions/max_terminated_length": float(term.max()),
+        "epoch": epoch_of(exp.data),
     }
     for r, name in enumerate(run.rewards.names):
         col = scores.per_reward[:, r]

@@ -267,6 +267,7 @@ def learning_rate_at(cfg: RunConfig, step: int) -> float:
 def build_run(cfg: RunConfig, *, meshes: tuple[jax.sharding.Mesh, jax.sharding.Mesh | None], run_dir: pathlib.Path,
               resume: bool, log: Callable[[str], None], closers: list[Callable[[], None]]) -> tuple[Run, TrainState]:
     """The run's parts and its initial (or restored) state on `meshes` (`build_meshes`).
+    `Run.cfg` is `cfg` with its epoch-based settings resolved (`RunConfig.for_dataset`).
     Everything started is appended to `closers` as soon as it exists, so a failure half-way
     releases what was built."""
     from openrs_jax.data import build_prompt_iterator, load_tokenizer
@@ -279,6 +280,11 @@ def build_run(cfg: RunConfig, *, meshes: tuple[jax.sharding.Mesh, jax.sharding.M
     # The prompts are read and checked before the model loads: a bad dataset fails in seconds.
     data = build_prompt_iterator(cfg.data, tokenizer, cfg.seed, required_columns=reward_columns(cfg),
                                  bad_rows=cfg.data.bad_rows, warn=lambda msg: log(f"[openrs] warning: {msg}"))
+    resolved = cfg.for_dataset(data.num_rows)  # epoch-based length / saving (TRL's max_steps: -1)
+    if resolved is not cfg:
+        log(f"[openrs] {data.num_rows} prompts, {max(data.num_rows // cfg.optim.num_prompts_per_step, 1)} steps per "
+            f"epoch: max_steps {resolved.optim.max_steps}, save_steps {resolved.checkpoint.save_steps}")
+        cfg = resolved
 
     t0 = time.perf_counter()
     model = build_model(cfg, mesh)

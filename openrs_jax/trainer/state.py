@@ -28,7 +28,8 @@ class TrainState:
     data: the prompt stream's cursor (`PromptIterator.state_dict()`) after the last batch drawn
     for a completed step; nonfinite_run: consecutive skipped (non-finite) steps so far;
     in_flight: the next step's batch when it was sampled before this state's update finished
-    (one-step-off; `grpo_step.experience_to_json`), else None."""
+    (one-step-off; `grpo_step.experience_to_json`), else None; num_tokens: prompt and completion
+    tokens of every step so far (TRL's `num_input_tokens_seen`, logged as `num_tokens`)."""
 
     step: int
     params: Any
@@ -36,11 +37,12 @@ class TrainState:
     data: dict[str, Any]
     nonfinite_run: int = 0
     in_flight: dict[str, Any] | None = None
+    num_tokens: int = 0
 
     def meta(self, *, seed: int, run_name: str) -> dict[str, Any]:
         """The JSON part of a checkpoint (the arrays are saved beside it)."""
         meta = {"step": self.step, "data": self.data, "seed": seed, "nonfinite_run": self.nonfinite_run,
-                "run_name": run_name}
+                "run_name": run_name, "num_tokens": self.num_tokens}
         if self.in_flight is not None:
             meta["in_flight"] = self.in_flight
         return meta
@@ -48,4 +50,5 @@ class TrainState:
     @classmethod
     def from_checkpoint(cls, params: Any, opt_state: Any, meta: dict[str, Any]) -> "TrainState":
         return cls(step=int(meta["step"]), params=params, opt_state=opt_state, data=meta["data"],
-                   nonfinite_run=int(meta.get("nonfinite_run", 0)), in_flight=meta.get("in_flight"))
+                   nonfinite_run=int(meta.get("nonfinite_run", 0)), in_flight=meta.get("in_flight"),
+                   num_tokens=int(meta.get("num_tokens", 0)))

@@ -245,16 +245,19 @@ def build_logps_fn(graphdef: nnx.GraphDef, loss: LossSettings, num_micro: int) -
     """jit(params, batch) → log-probs [B, C] in `num_micro` sequential micro-batches (the
     reference pass, and the old-policy pass when μ > 1)."""
 
-    def fn(params, batch: TrainBatch):
+    def logprob_pass(params, batch: TrainBatch):  # the name compile lines show
         model = nnx.merge(graphdef, params)
         micro = _split_micro(dataclasses.replace(batch, ref_logps=None, old_logps=None, sampling_logps=None), num_micro)
         return _merge_micro(jax.lax.map(lambda mb: completion_logps(model, mb, loss), micro))
 
-    return jax.jit(fn)
+    return jax.jit(logprob_pass)
 
 
 # ---------------------------------------------------------------------- the update
 _SUM_METRICS = ("completion_tokens",)
+# Averaged over micro-batches, NaN skipped (TRL logs one value per micro-batch and averages the
+# non-NaN ones); the other metrics are token-weighted means.
+_MICRO_MEAN_METRICS = ("clip_ratio/low_min", "clip_ratio/high_max")
 
 
 def build_train_step(
@@ -296,7 +299,7 @@ def build_train_step(
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
-    def step(params, opt_state, batch: TrainBatch):
+    def grpo_update(params, opt_state, batch: TrainBatch):  # the name compile lines show
         micro = _split_micro(batch, num_micro)
         zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
 
@@ -305,14 +308,30 @@ def build_train_step(
             (l, m), g = grad_fn(params, mb)
             gsum = jax.tree.map(lambda a, b: a + b.astype(jnp.float32), gsum, g)
             w = m["completion_tokens"]
-            msum = {k: msum[k] + (v if k in _SUM_METRICS else v * w) for k, v in m.items()}
+            msum = dict(msum)
+            for k, v in m.items():
+                if k in _MICRO_MEAN_METRICS:
+                    seen = jnp.isfinite(v)
+                    msum[k] = msum[k] + jnp.where(seen, v, 0.0)
+                    msum[k + "#n"] = msum[k + "#n"] + seen.astype(jnp.float32)
+                else:
+                    msum[k] = msum[k] + (v if k in _SUM_METRICS else v * w)
             return (gsum, lsum + l, msum), None
 
         _, m0 = jax.eval_shape(lambda: grad_fn(params, jax.tree.map(lambda x: x[0], micro))[0])
         msum0 = {k: jnp.zeros((), jnp.float32) for k in m0}
+        msum0.update({k + "#n": jnp.zeros((), jnp.float32) for k in m0 if k in _MICRO_MEAN_METRICS})
         (grads, loss_value, msum), _ = jax.lax.scan(body, (zeros, jnp.zeros((), jnp.float32), msum0), micro)
         tokens = jnp.maximum(msum["completion_tokens"], 1.0)
-        metrics = {k: (v if k in _SUM_METRICS else v / tokens) for k, v in msum.items()}
+        metrics = {}
+        for k, v in msum.items():
+            if k.endswith("#n"):
+                continue
+            if k in _MICRO_MEAN_METRICS:
+                n = msum[k + "#n"]
+                metrics[k] = jnp.where(n > 0, v / jnp.maximum(n, 1.0), jnp.nan)
+            else:
+                metrics[k] = v if k in _SUM_METRICS else v / tokens
         grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)
         grad_norm = _global_norm(grads)
         count = _opt_count(opt_state)
@@ -335,7 +354,7 @@ def build_train_step(
     kwargs: dict[str, Any] = {"donate_argnums": (0, 1)}
     if param_shardings is not None:
         kwargs["out_shardings"] = (param_shardings, opt_shardings, None)
-    return jax.jit(step, **kwargs)
+    return jax.jit(grpo_update, **kwargs)
 
 
 def _global_norm(tree) -> jax.Array:

@@ -40,8 +40,9 @@ from typing import Any, Callable
 
 from openrs_jax import distributed as dist
 from openrs_jax.checkpoint import CheckpointError
-from openrs_jax.config import ConfigError, RunConfig, dump_yaml, load_config
+from openrs_jax.config import ConfigError, RunConfig, config_to_dict, dump_yaml, load_config
 from openrs_jax.metrics import COMPLETIONS_FILE, JsonlWriter, MetricsLogger
+from openrs_jax.progress import Progress
 from openrs_jax.trainer import run_dir as rd
 from openrs_jax.trainer import setup
 from openrs_jax.metrics import PhaseTimer
@@ -88,12 +89,21 @@ class Trainer:
         self.sinks: Sinks | None = None
         self.schedule: Schedule | None = None
         self.stopped_by: int | None = None
+        self.progress: Progress | None = None
+        self._last_metrics: dict[str, float] = {}
         self._closers: list[Callable[[], None]] = []
         if self.stream is not sys.stdout and stream is None:
             self._closers.append(self.stream.close)
 
     def _print(self, msg: str) -> None:
-        print(msg, file=self.stream, flush=True)
+        if self.progress is not None:  # above the bar, never through it
+            self.progress.write(msg)
+        else:
+            print(msg, file=self.stream, flush=True)
+
+    def write_line(self, msg: str) -> None:
+        """A line of the run's log (above the progress bar while it is shown)."""
+        self._print(msg)
 
     # ------------------------------------------------------------------ start
     def _setup(self) -> None:
@@ -121,6 +131,7 @@ class Trainer:
             self._closers.append(lock.release)
         run, state = setup.build_run(cfg, meshes=meshes, run_dir=self.run_dir, resume=self.resume,
                                      log=self._print, closers=self._closers)
+        self.cfg = cfg = run.cfg  # epoch-based settings resolved once the prompts were read
         # The state is restored: only now does the run directory change.
         if self.resume:
             self._warn_changed(state)
@@ -159,7 +170,10 @@ class Trainer:
         cfg = self.cfg
         logger = completions = None
         if self.primary:
-            logger = MetricsLogger(self.run_dir, cfg.log.report_to, cfg.optim.max_steps, stream=self.stream)
+            wandb = {"name": cfg.run_name, "config": config_to_dict(cfg), "project": cfg.log.wandb_project,
+                     "entity": cfg.log.wandb_entity}
+            logger = MetricsLogger(self.run_dir, cfg.log.report_to, cfg.optim.max_steps, stream=self.stream,
+                                   wandb=wandb)
             self._closers.append(logger.close)
             completions = JsonlWriter(self.run_dir / COMPLETIONS_FILE) if cfg.log.log_completions else None
             if completions is not None:
@@ -208,9 +222,17 @@ class Trainer:
         self._print(f"[openrs] training steps {self.state.step + 1}..{cfg.optim.max_steps}: "
                     f"{cfg.optim.num_prompts_per_step} prompts x {cfg.grpo.num_generations} generations, "
                     f"{run.policy.num_micro} micro-batches; run dir {self.run_dir}")
+        # Steps with an ETA: a bar on a terminal, a periodic line in logs (openrs_jax.progress).
+        self.progress = Progress(cfg.optim.max_steps, "train", unit="step", stream=self.stream,
+                                 initial=self.state.step, interval_s=60.0)
+        if self.sinks.logger is not None:  # process 0
+            self.sinks.logger.progress = self.progress
+        self._closers.append(self._close_progress)
         while self.state.step < cfg.optim.max_steps:
             self.state, exp, metrics = grpo_step(run, self.state, self.schedule)
             step = self.state.step
+            self._last_metrics = metrics
+            self.progress.update_to(step, postfix=f"reward {metrics.get('reward', float('nan')):.3g}")
             last = metrics
             nonfinite = metrics["update_applied"] < 1.0
             result = self._validate(step) if not nonfinite else None
@@ -276,13 +298,19 @@ class Trainer:
         g = self.cfg.grpo.num_generations
         scores, advantages = exp.wait_scores(), exp.advantages
         names = self.run_parts.rewards.names
+        table = []
         for i, text in enumerate(scores.texts):
             row = {"step": step, "prompt": exp.examples[i // g].get("prompt_text", ""), "completion": text,
                    "advantage": float(advantages[i]), "truncated": bool(exp.truncated[i])}
+            rewards = {}
             for r, name in enumerate(names):
                 value = scores.per_reward[i, r]
-                row[f"rewards/{name}"] = None if math.isnan(value) else float(value)
-            self.sinks.completions.write(row)
+                rewards[name] = None if math.isnan(value) else float(value)
+            self.sinks.completions.write({**row, **{f"rewards/{k}": v for k, v in rewards.items()}})
+            # W&B: TRL's columns (step, prompt, completion, one per reward function, advantage).
+            table.append({"step": step, "prompt": row["prompt"], "completion": text, **rewards,
+                          "advantage": row["advantage"]})
+        self.sinks.logger.log_table(step, table, unique_prompts=self.cfg.log.log_unique_prompts)
         for i in range(min(self.cfg.log.num_completions_to_print, len(scores.texts))):
             self._print(f"[openrs] step {step} completion {i}: {scores.texts[i][:500]!r}")
 
@@ -292,6 +320,32 @@ class Trainer:
         state.in_flight = None if in_flight is None else experience_to_json(in_flight)
         self.run_parts.checkpointer.save(state.step, state.params, state.opt_state,
                                          state.meta(seed=self.cfg.seed, run_name=self.cfg.run_name))
+        if self.cfg.checkpoint.save_hf:
+            self._save_hf_snapshot()
+
+    def _save_hf_snapshot(self) -> None:
+        """<run>/hf/step-N beside the Orbax step (checkpoint.save_hf): written now, before the
+        next update donates the parameters; kept as long as the Orbax step is."""
+        import jax
+
+        from openrs_jax.checkpoint import write_hf_snapshot
+        from openrs_jax.weights.card import model_card
+        from openrs_jax.weights.resolve import source_generation_config
+
+        if jax.process_count() > 1:  # the export gathers every parameter on this host
+            self._print("[openrs] warning: checkpoint.save_hf is single-host only; no HF snapshot written")
+            return
+        cfg, run, step = self.cfg, self.run_parts, self.state.step
+        ckpt = run.checkpointer
+        keep = None
+        if cfg.checkpoint.save_total_limit is not None:
+            keep = set(ckpt.all_steps()) | set(ckpt.protect() if ckpt.protect else ())
+        card = model_card(run_name=cfg.run_name, step=step, config_yaml=dump_yaml(cfg),
+                          base_model=cfg.model.name_or_path, metrics=self._last_metrics)
+        out = write_hf_snapshot(self.run_dir, step, run.policy.model(self.state.params), run.tokenizer,
+                                dtype=cfg.model.dtype or None, model_card=card,
+                                generation_config=source_generation_config(cfg.model.name_or_path), keep=keep)
+        self._print(f"[openrs] step {step}: HF snapshot {out}")
 
     def _save_after_failure(self) -> str:
         """Tries to checkpoint the current state after a failed log write; says what it got."""
@@ -317,6 +371,13 @@ class Trainer:
             self._print(f"[openrs] warning: plotting failed: {type(e).__name__}: {e}")
         summary = {"final_step": self.cfg.optim.max_steps, "run_dir": str(self.run_dir)}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    def _close_progress(self) -> None:
+        progress, self.progress = self.progress, None
+        if progress is not None:
+            progress.close()
+        if self.sinks is not None and self.sinks.logger is not None:
+            self.sinks.logger.progress = None
 
     def close(self) -> None:
         """Releases everything the run started, newest first; errors are reported, not raised."""

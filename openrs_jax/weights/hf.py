@@ -199,14 +199,12 @@ def to_hf_state_dict(model: CausalLM, dtype: Any = None) -> dict[str, np.ndarray
 
 
 def generation_config(cfg: ModelConfig) -> dict[str, Any]:
-    """generation_config.json as DeepSeek ships R1-distill (sampling 0.6 / 0.95)."""
-    return {
-        "bos_token_id": cfg.bos_token_id,
-        "eos_token_id": list(cfg.eos_token_id) if isinstance(cfg.eos_token_id, tuple) else cfg.eos_token_id,
-        "do_sample": True,
-        "temperature": 0.6,
-        "top_p": 0.95,
-    }
+    """The generation_config.json of a model without a source one to copy (trained from a
+    preset): its BOS and EOS ids, transformers' defaults for the rest (greedy). An export of a
+    model that started from an HF directory copies that directory's file instead
+    (`save_hf(generation_config=...)`, `resolve.source_generation_config`)."""
+    return {"bos_token_id": cfg.bos_token_id,
+            "eos_token_id": list(cfg.eos_token_id) if isinstance(cfg.eos_token_id, tuple) else cfg.eos_token_id}
 
 
 def write_safetensors(
@@ -239,6 +237,8 @@ def write_safetensors(
     (out_dir / SAFE_INDEX).write_text(json.dumps(index, indent=2))
     return names + [SAFE_INDEX]
 
+
+_default_generation_config = generation_config  # save_hf's parameter of that name shadows it
 
 EXPORT_MARKER = ".openrs_export.json"  # written by save_hf: what it wrote into the directory
 
@@ -275,9 +275,14 @@ def save_hf(
     max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
     *,
     overwrite: bool = False,
+    generation_config: Mapping[str, Any] | None = None,
+    model_card: str | None = None,
 ) -> pathlib.Path:
     """Writes an HF directory (config.json, generation_config.json, safetensors [+ index],
-    tokenizer files when given) and a marker file (`EXPORT_MARKER`) listing those files.
+    tokenizer files when given, README.md when `model_card` is given) and a marker file
+    (`EXPORT_MARKER`) listing those files. `generation_config`: the source model's (copied as
+    is); None writes `generation_config(model.config)`. The directory gets the usual
+    permissions (umask), not the private ones of a temporary directory.
 
     The directory is assembled beside `out_dir` and renamed into place, so a crash never
     leaves a half-written model. An existing `out_dir` is replaced only when it is empty or
@@ -300,12 +305,18 @@ def save_hf(
     tensors = to_hf_state_dict(model, dtype=dtype)
     dtype_name = _TORCH_DTYPE_NAMES.get(str(next(iter(tensors.values())).dtype), "float32")
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the export is renamed into place as is
     try:
+        gen = dict(generation_config) if generation_config is not None else _default_generation_config(model.config)
         (tmp / "config.json").write_text(json.dumps(model.config.to_hf_config(dtype_name), indent=2))
-        (tmp / "generation_config.json").write_text(json.dumps(generation_config(model.config), indent=2))
+        (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2))
         write_safetensors(tensors, tmp, max_shard_bytes)
         if tokenizer is not None:
             tokenizer.save_pretrained(str(tmp))
+        if model_card is not None:
+            (tmp / "README.md").write_text(model_card, encoding="utf-8")
         _write_marker(tmp)
         if foreign:  # overwrite: merge into a directory that holds files of others
             for name in (_exported_files(out_dir) or set()) - {p.name for p in tmp.iterdir()}:

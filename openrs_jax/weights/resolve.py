@@ -39,3 +39,28 @@ def model_config_for(cfg: RunConfig) -> ModelConfig:
     from openrs_jax.weights.hf import load_model_config
 
     return load_model_config(resolve_model_dir(cfg.model.name_or_path), **cfg.model.model_config_overrides())
+
+
+def source_generation_config(name_or_path: str | None) -> dict | None:
+    """The generation_config.json of the model a run started from, or None (a preset, or a hub
+    id whose files are not in the local cache). Never downloads: a trained model's export
+    copies what its source shipped (R1-distill: sampling at 0.6 / 0.95)."""
+    import json
+
+    if name_or_path is None:
+        return None
+    path = pathlib.Path(name_or_path).expanduser() / "generation_config.json"
+    if not path.is_file():
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            cached = try_to_load_from_cache(name_or_path, "generation_config.json")
+        except Exception:  # noqa: BLE001 — not a valid repo id: nothing cached
+            cached = None
+        if not isinstance(cached, str):
+            return None
+        path = pathlib.Path(cached)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

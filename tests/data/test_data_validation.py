@@ -208,4 +208,5 @@ def test_train_cli_stops_before_step_one_with_a_one_line_error(tmp_path):
         "fix or remove the row, or skip bad rows (data.bad_rows: skip) with a warning"
     )
     assert "Traceback" not in proc.stderr
+    assert "[openrs] model:" not in proc.stdout  # the data is checked before the model is built
     assert not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().strip()

@@ -144,3 +144,29 @@ def test_custom_problems_and_list_golds():
         bm.custom_problems("val", rows, gold_mode="boxed")
     with pytest.raises(ValueError, match="row 0 has no gold column \\('solution'\\)"):
         bm.custom_problems("val", rows, gold_field="solution")
+
+
+def test_lighteval_results_layout_matches_open_rs_logs(tmp_path):
+    """knoveleng/open-rs logs/evals/Exp3_50/results/quyanh/OpenRS-GRPO/
+    results_2025-03-15T08-07-05.491769.json: AIME24, 14 of 30 correct, written by lighteval as
+    extractive_match 0.4666666666666667 ± 0.09264111117062017 (std ddof=1 / sqrt(n))."""
+    correct = np.zeros((30, 1), bool)
+    correct[:14] = True
+    summary = {"aime24": metrics.summarize(correct), "math500": metrics.summarize(np.ones((4, 1), bool))}
+    results = report.build_results(summary, samples=1, settings={"max_new_tokens": 32768})
+    out = report.lighteval_results(results, model_name="quyanh/OpenRS-GRPO", started=1.0, ended=613.0, limit=None)
+    assert out["results"]["custom|aime24|0"] == {"extractive_match": 0.4666666666666667,
+                                                 "extractive_match_stderr": 0.09264111117062017}
+    assert out["results"]["custom|math_500|0"] == {"extractive_match": 1.0, "extractive_match_stderr": 0.0}
+    assert out["results"]["all"]["extractive_match"] == pytest.approx((0.4666666666666667 + 1.0) / 2)
+    assert set(out) == {"config_general", "results", "versions", "config_tasks", "summary_tasks", "summary_general"}
+    assert out["versions"] == {"custom|aime24|0": 1, "custom|math_500|0": 1}
+    task = out["config_tasks"]["custom|aime24"]
+    assert (task["hf_repo"], task["evaluation_splits"], task["generation_size"]) == (
+        "HuggingFaceH4/aime_2024", ["train"], 32768)
+    assert out["config_general"]["model_name"] == "quyanh/OpenRS-GRPO"
+    assert out["summary_general"]["non_truncated"] == 34
+    path = report.write_lighteval_results(tmp_path, results, model_name="quyanh/OpenRS-GRPO")
+    assert path.parent == tmp_path / "results" / "quyanh__OpenRS-GRPO" and path.name.startswith("results_")
+    assert json.loads(path.read_text()) == json.loads(json.dumps(report.lighteval_results(
+        results, model_name="quyanh/OpenRS-GRPO")))

@@ -78,6 +78,16 @@ def test_jax_engine_end_to_end(reference, shared_data):
     out, proc = reference
     results = check_outputs(out, shared_data)
     assert "| hf pass@1 |" in proc.stdout
+    # Progress per benchmark (stdout is a pipe: plain lines, ending with the full count).
+    for name in BENCHES:
+        assert f"eval {name}: {LIMIT * SAMPLES}/{LIMIT * SAMPLES} [" in proc.stdout
+    # lighteval's results layout beside ours.
+    (lighteval,) = (out / "results" / "hf").glob("results_*.json")
+    data = json.loads(lighteval.read_text())
+    for name in BENCHES:
+        s = results["benchmarks"][name]
+        assert data["results"][f"custom|{name}|0"] == {"extractive_match": s["pass@1"],
+                                                       "extractive_match_stderr": s["pass@1_se"]}
     config = json.loads((out / "run_config.json").read_text())
     assert (config["samples"], config["seed"], config["temperature"], config["top_p"]) == (SAMPLES, 3, 0.6, 0.95)
     assert results["settings"]["engine"] == "jax"
@@ -213,3 +223,20 @@ def test_training_run_directory(shared_data, tmp_path):
     proc = subprocess.run(args[:-4] + ["--step", "7", "--output", str(tmp_path / "o7")], capture_output=True,
                           text=True, timeout=300, env=env)
     assert proc.returncode != 0 and "no checkpoint for step 7" in proc.stderr
+
+
+def test_bad_benchmark_data_fails_before_the_model_loads(tmp_path):
+    """The benchmark files are read and checked first: a broken one is reported even when the
+    model directory could not be loaded at all (its config.json is not JSON)."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("not json")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "aime24.jsonl").write_text('{"id": "a", "problem": "1+1", "answer": "2"}\n{broken\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "openrs_jax.evaluate", "--model", str(model), "--benchmarks", "aime24",
+         "--data-dir", str(data), "--output", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: ValueError: {data / 'aime24.jsonl'}:2 is not valid JSON")

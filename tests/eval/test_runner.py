@@ -179,3 +179,51 @@ def test_problem_indices_must_be_distinct(amc, byte_tok):
     twice = [amc[0], amc[0]]
     with pytest.raises(ValueError, match="distinct"):
         evaluate_benchmark(twice, _engine(byte_tok, amc, SETTINGS), byte_tok, SETTINGS, VerifyPool(0))
+
+
+def test_lighteval_tokens_add_the_second_bos_as_lighteval_did(amc, shared_data, tmp_path):
+    """Open-RS's lighteval runs encoded the R1-distill template text with special tokens added:
+    the tokenizer's BOS in front of the template's own. `add_special_tokens` reproduces that;
+    the default feeds the template text as is (one BOS)."""
+    from openrs_jax.data import load_tokenizer
+    from openrs_jax.eval.runner import make_formatter
+
+    tok = load_tokenizer(shared_data / "tokenizer-qwen2")
+    bos = tok.bos_token_id
+    problem = amc[0]
+    plain = make_formatter(tok, EvalSettings())
+    lighteval = make_formatter(tok, EvalSettings(add_special_tokens=True))
+    ids, text = plain.encode(problem.query)
+    ids2, text2 = lighteval.encode(problem.query)
+    assert text == text2 and text.startswith("<｜begin▁of▁sentence｜><｜User｜>Solve the following")
+    assert ids[:2] == [bos, tok.convert_tokens_to_ids("<｜User｜>")]
+    assert ids2 == [bos] + ids  # exactly lighteval's tokens: tokenizer(text)["input_ids"]
+    assert ids2 == tok(text)["input_ids"]
+    settings = EvalSettings(samples=1, max_new_tokens=8, chunk_size=4, add_special_tokens=True)
+    engine = _engine(tok, amc[:2], settings, always_right=lambda key: True)
+    run = evaluate_benchmark(amc[:2], engine, tok, settings, VerifyPool(0))
+    assert run.summary["pass@1"] == 1.0  # the engine saw the double-BOS prompts it was scripted for
+
+
+def test_progress_bar_follows_the_engine(amc, byte_tok, tmp_path):
+    import io
+
+    settings = EvalSettings(samples=2, max_new_tokens=16, seed=5, chunk_size=4)
+    engine = _engine(byte_tok, amc, settings, always_right=lambda key: True)
+    seen = []
+    generate = engine.generate
+
+    def reporting(prompts, g, sampling):  # an engine that reports its rows, as the JAX sampler does
+        total = len(prompts) * g
+        for done in (total // 2, total):
+            engine.progress(done, total)
+            seen.append(done)
+        return generate(prompts, g, sampling)
+
+    engine.generate = reporting
+    out = io.StringIO()
+    evaluate_benchmark(amc, engine, byte_tok, settings, VerifyPool(0), progress_stream=out)
+    lines = out.getvalue().splitlines()
+    assert seen == [4, 8, 4, 8, 2, 4]  # 10 problems in chunks of 4, 4, 2; 2 samples each
+    assert lines[-1].startswith("eval amc23: 20/20 [") and lines[-1].endswith("20 correct]")
+    assert engine.progress is None  # the hook is removed after each call

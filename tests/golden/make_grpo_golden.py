@@ -95,7 +95,10 @@ def trl_advantages(rewards, num_generations, scale_rewards):
     advantages = torch.nan_to_num(advantages, nan=0.0)
     stats = {
         "reward": torch.nanmean(rewards).item(),  # TRL >= 1.6: unscorable rows left out
-        "reward_std": torch.nanmean(std).item(),  # TRL 0.16's definition (group std averaged)
+        # Current TRL (grpo_trainer.py, `nanstd(rewards)`): the std over the whole batch.
+        "reward_std": trl_nanstd(rewards).item(),
+        # TRL < 0.27's reward_std (group scaling): the mean over rows of the group std.
+        "reward_group_std": torch.nanmean(trl_nanstd(rewards.view(-1, num_generations), dim=1)).item(),
         "frac_reward_zero_std": is_std_zero.double().mean().item(),
     }
     return advantages, stats
@@ -176,6 +179,15 @@ def trl_compute_loss(per_token_logps, entropies, inputs, cfg, grad_accum=1):
     metrics["clip_ratio/low_mean"] = global_masked_mean(is_low.double())
     metrics["clip_ratio/high_mean"] = global_masked_mean(is_high.double())
     metrics["clip_ratio/region_mean"] = global_masked_mean((is_low | is_high).double())
+
+    def masked_seq_mean(x):  # per sequence; NaN for a sequence without tokens
+        if x.shape[1] == 1:
+            return x.squeeze(1)
+        return (x * mask).sum(-1) / mask.sum(-1)
+
+    low_seq, high_seq = masked_seq_mean(is_low.double()), masked_seq_mean(is_high.double())
+    metrics["clip_ratio/low_min"] = low_seq[~torch.isnan(low_seq)].min().item()  # TRL's nanmin
+    metrics["clip_ratio/high_max"] = high_seq[~torch.isnan(high_seq)].max().item()  # TRL's nanmax
     return loss, metrics
 
 

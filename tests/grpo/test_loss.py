@@ -137,6 +137,29 @@ def test_clipping_cuts_the_gradient():
     assert float(metrics["clip_ratio/region_mean"]) == 1.0
 
 
+def test_per_sequence_clip_extremes():
+    """TRL's clip_ratio/low_min and /high_max: the least low-clipped and the most high-clipped
+    sequence's fraction of clipped tokens; a sequence without tokens does not count."""
+    ratios = jnp.array([[0.5, 0.5, 1.0, 1.0],    # A < 0: 2 of 3 tokens low-clipped
+                        [0.5, 1.0, 1.0, 1.0],    # A < 0: 1 of 4
+                        [1.5, 1.5, 1.5, 1.0],    # A > 0: 3 of 4 high-clipped
+                        [1.5, 1.5, 1.5, 1.5]])   # no tokens (masked out)
+    mask = jnp.array([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0]], jnp.float32)
+    adv = jnp.array([-1.0, -1.0, 1.0, 1.0])
+    logps = jnp.zeros((4, 4))
+    _, m = grpo_loss(logps, -jnp.log(ratios), None, adv, mask, beta=0.0, epsilon_low=0.2, loss_type="bnpo")
+    # Low: per sequence 2/3, 1/4, 0 (the positive row) -> min 0; high: 0, 0, 3/4 -> max 3/4.
+    np.testing.assert_allclose(m["clip_ratio/low_min"], 0.0)
+    np.testing.assert_allclose(m["clip_ratio/high_max"], 0.75)
+    _, m = grpo_loss(logps[:2], -jnp.log(ratios[:2]), None, adv[:2], mask[:2], beta=0.0, epsilon_low=0.2,
+                     loss_type="bnpo")
+    np.testing.assert_allclose(m["clip_ratio/low_min"], 0.25, rtol=1e-6)
+    np.testing.assert_allclose(m["clip_ratio/high_max"], 0.0)
+    _, m = grpo_loss(logps, -jnp.log(ratios), None, adv, jnp.zeros_like(mask), beta=0.0, epsilon_low=0.2,
+                     loss_type="bnpo")
+    assert np.isnan(m["clip_ratio/low_min"]) and np.isnan(m["clip_ratio/high_max"])
+
+
 def test_loss_jits():
     logps, old, ref, samp, adv, mask = _batch()
     kw = dict(KW, loss_type="openrs", sampling_is_mode="sequence_truncate")

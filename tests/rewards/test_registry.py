@@ -140,3 +140,16 @@ def test_rewards_never_import_jax():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_open_r1_function_names_are_aliases_logged_as_written():
+    from openrs_jax.rewards import ALIASES, is_reward
+
+    for alias, name in ALIASES.items():
+        assert is_reward(alias) and alias not in list_rewards()
+        fn = get_reward(alias)
+        assert fn.__name__ == alias  # rewards/<alias>/mean, as TRL logs open-r1's functions
+    texts = ["x\n</think>\ny", "no"]
+    assert get_reward("format_reward")(texts) == get_reward("format")(texts)
+    assert get_reward("cosine_scaled_reward", max_len=10, workers=0)(["\\boxed{1}"], solution=["$1$"]) == \
+        get_reward("cosine", max_len=10, workers=0)(["\\boxed{1}"], solution=["$1$"])

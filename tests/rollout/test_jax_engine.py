@@ -68,6 +68,22 @@ def test_greedy_matches_hf_generate(tiny_pair, compact, cache_mode, attn, chunk)
         assert batch.completion_mask[i, :n].all() and not batch.completion_mask[i, n:].any()
 
 
+def test_progress_counts_finished_rows_between_segments(tiny_pair):
+    """`engine.progress(finished, total)` after each decode segment: real rows only (no batch
+    fillers), never backwards, every row finished by the last report; chunks add up."""
+    _, model, _ = tiny_pair
+    engine = JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=8, prompt_bucket=4,
+                       max_batch_size=4)
+    seen = []
+    engine.progress = lambda done, total: seen.append((done, total))
+    batch = engine.generate(PROMPTS[:3], 2, SamplingParams(max_new_tokens=40, temperature=1.0, seed=3))
+    assert {total for _, total in seen} == {6}
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == 6 and len(done) >= 2
+    # Rows 0-3 are the first chunk of 4, rows 4-5 the second: its reports start at 4.
+    assert min(d for d in done if d >= 4) >= 4 and batch.completion_ids.shape[0] == 6
+
+
 def test_sampled_logprobs_equal_model_log_softmax(tiny_pair):
     ref, model, _ = tiny_pair
     engine = JaxEngine(model, eos_token_ids=[EOS], pad_token_id=PAD, kv_bucket=32, segment_len=16, prompt_bucket=4)

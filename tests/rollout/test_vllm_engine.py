@@ -140,6 +140,15 @@ def test_generate_maps_choices_to_rows_prompt_major(fake, tmp_path):
     assert sorted(b["seed"] for b in bodies) == [5, 5 + 2 * 3]
 
 
+def test_progress_is_reported_per_answered_request(fake, tmp_path):
+    engine = make_engine(fake.url, tmp_path, prompts_per_request=2)
+    seen = []
+    engine.progress = lambda done, total: seen.append((done, total))
+    engine.generate([[10], [20, 21], [30]], 3, SamplingParams(max_new_tokens=4, temperature=0.7, seed=5))
+    # Two requests (2 prompts and 1 prompt, x 3 samples), answered in either order.
+    assert seen[-1] == (9, 9) and len(seen) == 2 and seen[0][0] in (3, 6)
+
+
 def test_retries_5xx_with_backoff(fake, tmp_path):
     fake.fail_completions = 2
     engine = make_engine(fake.url, tmp_path)
