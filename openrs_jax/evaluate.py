@@ -49,7 +49,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from openrs_jax import progress
-from openrs_jax.cli import run_cli
+from openrs_jax.cli import UserError, run_cli
 from openrs_jax.eval import benchmarks as bm
 from openrs_jax.eval import grading, report
 from openrs_jax.eval.runner import EvalSettings, RecordStore, evaluate_benchmark
@@ -200,51 +200,26 @@ def load_model(args: argparse.Namespace, need_weights: bool) -> LoadedModel:
 
 # ---------------------------------------------------------------------------- engine
 def make_engine(args: argparse.Namespace, loaded: LoadedModel, out_dir: pathlib.Path):
-    """(engine, close) for --engine; `close()` stops what we started."""
-    tokenizer = loaded.tokenizer
-    eos, pad = eos_and_pad(loaded)
-    if args.engine == "jax":
-        from openrs_jax.rollout.jax_engine import JaxEngine
+    """(engine, close) for --engine, from the one engine builder (openrs_jax.rollout.build);
+    `close()` stops what it started."""
+    from openrs_jax.rollout.build import EngineSpec, VLLMOptions, build_engine
 
+    eos, pad = eos_and_pad(loaded)
+    if args.engine == "vllm" and bool(args.vllm_url) == bool(args.vllm_launch):
+        raise UserError("--engine vllm needs exactly one of --vllm-url URL or --vllm-launch")
+    spec = EngineSpec(
+        kind=args.engine,
         # pow2_rows: each benchmark's last chunk has its own size; powers of two cap the shapes
         # the sampler compiles for (about 40 s each for the 1.5B model on an H100).
-        mesh = global_mesh()
-        engine = JaxEngine(loaded.model, eos_token_ids=eos, pad_token_id=pad, max_batch_size=args.max_batch_size,
-                           prompt_bucket=args.prompt_bucket, pow2_rows=True, mesh=mesh)
-        return engine, engine.close
-
-    from openrs_jax.rollout import vllm_server as vs
-    from openrs_jax.rollout.vllm_engine import VLLMEngine
-
-    if bool(args.vllm_url) == bool(args.vllm_launch):
-        raise SystemExit("openrs_jax.evaluate: --engine vllm needs exactly one of --vllm-url URL or --vllm-launch")
-    server = None
-    url = args.vllm_url
-    if args.vllm_launch:
-        serve_dir = loaded.hf_dir
-        if serve_dir is None:
-            # A run directory: give vLLM an HF directory of these weights to start from.
-            from openrs_jax.weights import save_hf
-
-            # Our own subdirectory of --output: written over on a resumed evaluation.
-            serve_dir = save_hf(loaded.model, out_dir / "hf_model", tokenizer=tokenizer, overwrite=True)
-        server = vs.VLLMServer(
-            serve_dir, port=vs.free_port(), python=args.vllm_python, extra_args=shlex.split(args.vllm_args),
-            log_path=out_dir / "vllm_server.log", startup_timeout=args.vllm_startup_timeout,
-        )
-        _log(f"starting vLLM: {shlex.join(server.command())} (log {server.log_path})")
-        server.start()
-        url = server.url
-    engine = VLLMEngine(url, sync_dir=out_dir / "vllm_weights", eos_token_ids=eos, pad_token_id=pad)
-    if loaded.model is not None and loaded.hf_dir is None:
-        engine.update_weights(loaded.model)  # a run dir's weights, not what the server loaded
-
-    def close() -> None:
-        engine.close()
-        if server is not None:
-            server.stop()
-
-    return engine, close
+        jax_options={"max_batch_size": args.max_batch_size, "prompt_bucket": args.prompt_bucket, "pow2_rows": True},
+        vllm=VLLMOptions(url=args.vllm_url, launch=bool(args.vllm_launch), server_args=tuple(shlex.split(args.vllm_args)),
+                         python=args.vllm_python, startup_timeout=args.vllm_startup_timeout,
+                         # A run directory's weights, not what the server loaded from an HF directory.
+                         push_weights=loaded.model is not None and loaded.hf_dir is None),
+    )
+    return build_engine(spec, loaded.model, eos_token_ids=eos, pad_token_id=pad, work_dir=out_dir,
+                        tokenizer=loaded.tokenizer, mesh=global_mesh() if args.engine == "jax" else None,
+                        hf_dir=loaded.hf_dir, log=_log)
 
 
 # ---------------------------------------------------------------------------- run
@@ -388,7 +363,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from openrs_jax.compile_log import announce_compiles
 
         start_distributed(args, log=_log)  # several processes: join them before JAX starts
-        with announce_compiles(_log, prefix=""):  # "compiling jit(prefill) ..." and its time
+        from openrs_jax import distributed as dist
+
+        say = _log if dist.is_primary() else (lambda line: None)  # process 0 speaks for all
+        with announce_compiles(say, prefix=""):  # "compiling jit(prefill) ..." and its time
             evaluate(args)
         return 0
 

@@ -112,29 +112,18 @@ def generate(args) -> int:
         return 2
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_p=args.top_p, top_k=args.top_k, seed=args.seed)
-    closers = []
+    import tempfile
+
+    from openrs_jax.rollout.build import EngineSpec, VLLMOptions, build_engine
+
+    # One engine builder for training, evaluation and sampling (openrs_jax.rollout.build).
+    spec = EngineSpec(kind=args.engine, vllm=VLLMOptions(url=args.vllm_url, launch=args.vllm_url is None,
+                                                          push_weights=hf_dir is None))
+    engine, close_engine = build_engine(spec, model, eos_token_ids=eos, pad_token_id=pad,
+                                        work_dir=pathlib.Path(tempfile.mkdtemp(prefix="openrs-generate-")),
+                                        tokenizer=tokenizer, hf_dir=hf_dir)
+    closers = [close_engine]
     try:
-        if args.engine == "jax":
-            from openrs_jax.rollout.jax_engine import JaxEngine
-
-            engine = JaxEngine(model, eos_token_ids=eos, pad_token_id=pad)
-        else:
-            import tempfile
-
-            from openrs_jax.rollout.vllm_engine import VLLMEngine
-
-            url = args.vllm_url
-            if url is None:
-                from openrs_jax.rollout.vllm_server import VLLMServer, free_port
-                from openrs_jax.weights import save_hf
-
-                if hf_dir is None:  # a run directory: export the step first
-                    hf_dir = save_hf(model, pathlib.Path(tempfile.mkdtemp()) / "hf", tokenizer=tokenizer)
-                server = VLLMServer(str(hf_dir), port=free_port())
-                server.start()
-                closers.append(server.stop)
-                url = server.url
-            engine = VLLMEngine(url, sync_dir=tempfile.mkdtemp(), eos_token_ids=eos, pad_token_id=pad)
         from openrs_jax.compile_log import announce_compiles
         from openrs_jax.progress import Progress, write
 
