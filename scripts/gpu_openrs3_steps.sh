@@ -34,7 +34,7 @@ python3 -m openrs_jax.train --config openrs3 \
   --set data.solution_column=answer --set data.box_solution=true \
   --set optim.max_steps="$STEPS" --set checkpoint.save_steps=1000 \
   --set checkpoint.output_dir="/tmp/$NAME" --set "log.report_to=[stdout, jsonl]" \
-  --set rewards.num_workers=8 "$@" 2>&1 | grep -v -i "${LOG_DROP:-warn}" > "$OUT/$NAME.log"
+  --set rewards.num_workers=8 "$@" 2>&1 | grep --line-buffered -v -i "${LOG_DROP:-warn}" > "$OUT/$NAME.log"
 rc=${PIPESTATUS[0]}
 set -e
 cp "/tmp/$NAME/metrics.jsonl" "$OUT/$NAME.metrics.jsonl" 2>/dev/null || true

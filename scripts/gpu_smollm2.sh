@@ -73,7 +73,7 @@ for seed in $SEEDS; do
   python3 -m openrs_jax.train --config $RECIPE "${COMMON[@]}" --set seed="$seed" \
     --set optim.max_steps="$STEPS" --set optim.num_prompts_per_step="$P" --set grpo.num_generations="$G" \
     --set optim.learning_rate="$LR" --set checkpoint.save_steps="$STEPS" --set checkpoint.output_dir="$RUN" \
-    $EXTRA 2>&1 | grep -v -i "warn" > "$OUT/s$seed.log"
+    $EXTRA 2>&1 | grep --line-buffered -v -i "warn" > "$OUT/s$seed.log"
   cp "$RUN/metrics.jsonl" "$OUT/s$seed.metrics.jsonl"
   cp "$RUN/completions.jsonl" "$OUT/s$seed.completions.jsonl" 2>/dev/null || true
   cp -r "$RUN/plots" "$OUT/s$seed.plots" 2>/dev/null || true

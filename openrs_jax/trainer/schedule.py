@@ -32,9 +32,12 @@ from __future__ import annotations
 
 import abc
 import concurrent.futures
+import os
 import queue
 import threading
 from typing import Any
+
+import jax
 
 from openrs_jax.metrics import PhaseTimer
 from openrs_jax.trainer.grpo_step import Experience, collect, sync_weights
@@ -251,8 +254,41 @@ class AsyncSchedule(Schedule):
         self._halt()
 
 
+# XLA:GPU runs a program's kernels as a CUDA graph recorded by stream capture. CUDA invalidates
+# a capture when *any* thread synchronises on the same GPU, so a sampler thread and the update
+# sharing one GPU fail with cudaErrorStreamCaptureInvalidated: seen on an H200 (one_step_off,
+# the jax engine, openrs3 at 1.5B, docs/BENCHMARKS.md 2026-12-03). The overlapped modes with an
+# in-process sampler therefore run without command buffers (the empty list disables them all).
+NO_COMMAND_BUFFERS = "--xla_gpu_enable_command_buffer="
+
+
+def samples_in_a_thread(cfg) -> bool:
+    """True when JAX programs run from two threads: an overlapped mode with the jax engine (a
+    vLLM server samples in its own process; its client thread only waits on HTTP)."""
+    return cfg.rollout.mode != "sync" and cfg.rollout.engine == "jax"
+
+
+def thread_safe_xla_flags(flags: str) -> str:
+    """`flags` (XLA_FLAGS) with command buffers off, unless the user already chose a setting."""
+    if "--xla_gpu_enable_command_buffer" in flags:
+        return flags
+    return f"{flags} {NO_COMMAND_BUFFERS}".strip()
+
+
+def check_thread_safe_backend(cfg, backend: str, flags: str) -> None:
+    """Refuses an overlapped in-process sampler on a GPU whose XLA_FLAGS keep command buffers on
+    (the CLI sets them before JAX starts; a library caller must set them itself)."""
+    if backend == "gpu" and samples_in_a_thread(cfg) and thread_safe_xla_flags(flags) != flags:
+        raise ValueError(
+            f"rollout.mode={cfg.rollout.mode} with the jax engine samples in a second thread, which "
+            f"breaks XLA's CUDA-graph capture on a shared GPU; start the process with "
+            f"XLA_FLAGS='{thread_safe_xla_flags(flags)}' (openrs_jax.train sets it) or use rollout.mode=sync"
+        )
+
+
 def make_schedule(run: Run, pending: Experience | None = None) -> Schedule:
     mode = run.cfg.rollout.mode
+    check_thread_safe_backend(run.cfg, jax.default_backend(), os.environ.get("XLA_FLAGS", ""))
     if mode == "sync":
         return SyncSchedule(run)
     if mode == "one_step_off":

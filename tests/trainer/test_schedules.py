@@ -122,3 +122,28 @@ def test_async_learns_the_quickstart_within_its_staleness_bound(tmp_path):
     assert all(np.isfinite(r["sampling/importance_sampling_ratio/mean"]) for r in rows)
     assert np.mean([r["reward"] for r in rows[:30]]) <= 0.2
     assert np.mean([r["reward"] for r in rows[-30:]]) >= 0.8
+
+
+def test_overlapped_jax_sampling_turns_gpu_command_buffers_off():
+    """A sampler thread beside the update breaks XLA:GPU's CUDA-graph capture (seen on an H200):
+    the CLI turns command buffers off for exactly those runs, and a GPU run without it is refused."""
+    from openrs_jax.trainer.schedule import (NO_COMMAND_BUFFERS, check_thread_safe_backend, samples_in_a_thread,
+                                             thread_safe_xla_flags)
+
+    sync = load_config("quickstart", [])
+    off = load_config("quickstart", ["rollout.mode=one_step_off"])
+    ahead = load_config("quickstart", ["rollout.mode=async"])
+    served = load_config("quickstart", ["rollout.mode=one_step_off", "rollout.engine=vllm"])
+    assert [samples_in_a_thread(c) for c in (sync, off, ahead, served)] == [False, True, True, False]
+
+    assert thread_safe_xla_flags("") == NO_COMMAND_BUFFERS
+    assert thread_safe_xla_flags("--xla_dump_to=/tmp/x") == f"--xla_dump_to=/tmp/x {NO_COMMAND_BUFFERS}"
+    chosen = "--xla_gpu_enable_command_buffer=FUSION"  # the user's own choice is kept
+    assert thread_safe_xla_flags(chosen) == chosen
+
+    with pytest.raises(ValueError, match="XLA_FLAGS='--xla_gpu_enable_command_buffer='"):
+        check_thread_safe_backend(off, "gpu", "")
+    check_thread_safe_backend(off, "gpu", NO_COMMAND_BUFFERS)
+    check_thread_safe_backend(off, "cpu", "")  # no command buffers on CPU
+    check_thread_safe_backend(sync, "gpu", "")
+    check_thread_safe_backend(served, "gpu", "")
