@@ -130,6 +130,15 @@ def build_meshes(cfg: RunConfig) -> tuple[jax.sharding.Mesh, jax.sharding.Mesh |
                           "process gives the same number of its devices")
     if r == 0:
         devices = [d for g in groups for d in g[: n // k]]
+        if cfg.rollout.mode != "sync" and cfg.rollout.engine == "jax" and len(devices) > 1:
+            # Two threads would launch collective programs on the same devices in no fixed
+            # order: XLA:CPU aborted the process when a rendezvous waited too long (seen under
+            # load in CI), and NCCL can deadlock the same way. One device has no collectives.
+            raise ConfigError(
+                f"rollout.mode {cfg.rollout.mode!r} with the jax engine samples on devices of its own: "
+                f"set mesh.rollout_devices (e.g. {max(1, len(devices) // 4)} of the {len(devices)}), "
+                "or use rollout.engine: vllm, or rollout.mode: sync"
+            )
         return shd.make_mesh(cfg.mesh.axis_sizes(len(devices)), devices=devices), None
     if r >= n:
         raise ConfigError(

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from openrs_jax.config import load_config
+from openrs_jax.config import ConfigError, load_config
 from openrs_jax.metrics import PhaseTimer, read_metrics
 from openrs_jax.trainer import setup
 from openrs_jax.trainer.grpo_step import collect, learn, sync_weights
@@ -103,7 +103,7 @@ def test_one_step_off_resumes_exactly_after_sigkill(tmp_path):
 @pytest.mark.slow
 def test_one_step_off_learns_the_quickstart(tmp_path):
     trainer = Trainer(load_config("quickstart", [f"checkpoint.output_dir={tmp_path / 'run'}", "log.report_to=[jsonl]",
-                                                 "rollout.mode=one_step_off"]))
+                                                 "rollout.mode=one_step_off", *SPLIT]))
     trainer.run()
     rows = read_metrics(tmp_path / "run")
     assert np.mean([r["reward"] for r in rows[:3]]) <= 0.2
@@ -122,6 +122,18 @@ def test_async_learns_the_quickstart_within_its_staleness_bound(tmp_path):
     assert all(np.isfinite(r["sampling/importance_sampling_ratio/mean"]) for r in rows)
     assert np.mean([r["reward"] for r in rows[:30]]) <= 0.2
     assert np.mean([r["reward"] for r in rows[-30:]]) >= 0.8
+
+
+def test_overlapped_jax_sampling_needs_devices_of_its_own():
+    """Sampler and trainer threads sharing a multi-device mesh would interleave their collectives."""
+    for mode in ("one_step_off", "async"):
+        with pytest.raises(ConfigError, match=f"rollout.mode '{mode}'.*mesh.rollout_devices"):
+            setup.build_meshes(load_config("quickstart", [f"rollout.mode={mode}", "mesh.num_devices=8"]))
+        train, sample = setup.build_meshes(load_config("quickstart", [f"rollout.mode={mode}", *SPLIT]))
+        assert train.size == 4 and sample.size == 4
+        train, sample = setup.build_meshes(load_config("quickstart", [f"rollout.mode={mode}", "mesh.num_devices=1"]))
+        assert train.size == 1 and sample is None
+    setup.build_meshes(load_config("quickstart", ["mesh.num_devices=8"]))  # sync shares them
 
 
 def test_overlapped_jax_sampling_turns_gpu_command_buffers_off():
