@@ -223,7 +223,7 @@ class RunCheckpointer:
                     meta=ocp.args.JsonSave(meta),
                 ),
             )
-        except Exception as e:  # noqa: BLE001 — reported with context, never swallowed
+        except Exception as e:  # reported with context, never swallowed
             raise CheckpointError(
                 f"saving checkpoint step {step} in {self.directory} failed: {type(e).__name__}: {e}. "
                 f"Last complete checkpoint: {self.latest_step()}"
@@ -248,7 +248,7 @@ class RunCheckpointer:
         try:
             self._mngr.wait_until_finished()
             self._write_pending_manifests()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise CheckpointError(
                 f"writing a checkpoint in {self.directory} failed: {type(e).__name__}: {e}. "
                 f"Last complete checkpoint: {self.latest_step()}"
@@ -265,7 +265,7 @@ class RunCheckpointer:
             args["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
         try:
             restored = self._mngr.restore(step, args=ocp.args.Composite(**args))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             # One line: TensorStore errors run to dozens; the cause stays chained (OPENRS_DEBUG=1).
             raise CheckpointError(
                 f"restoring checkpoint step {step} from {self.directory} failed: {_first_line(e)}"

@@ -84,7 +84,7 @@ def run_cli(prog: str, main: Callable[[], int | None]) -> int:
             code = e.code if isinstance(e.code, int) else EXIT_ERROR
             dist.fail(f"{prog}: exit code {code}" if isinstance(e.code, int) else f"error: {e.code}", code)
         raise
-    except Exception as e:  # noqa: BLE001 — bugs are re-raised below, with their traceback
+    except Exception as e:  # bugs are re-raised below, with their traceback
         bug = bool(os.environ.get(DEBUG_ENV_VAR)) or not is_user_error(e)
         dist = _distributed()
         if dist is not None:

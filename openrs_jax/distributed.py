@@ -279,7 +279,7 @@ def initialize(spec: ProcessSpec, *, init_timeout_s: int = 300, heartbeat_timeou
             cluster_detection_method="deactivate", initialization_timeout=int(init_timeout_s),
             heartbeat_timeout_seconds=int(heartbeat_timeout_s),
         )
-    except Exception as e:  # noqa: BLE001 — XLA's status text, reduced to its first line
+    except Exception as e:  # XLA's status text, reduced to its first line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DistributedError(
             f"{spec.describe()}: could not join the run within {init_timeout_s} s ({first}). Are all "
@@ -458,7 +458,7 @@ def _get(client, key: str) -> bytes:
         try:
             head = client.blocking_key_value_get_bytes(key, _WAIT_SLICE_MS)
             break
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if "DEADLINE_EXCEEDED" not in str(e):
                 raise DistributedError(f"reading {key} from the coordination service failed: "
                                        f"{str(e).splitlines()[0]}") from e
@@ -482,7 +482,7 @@ def allgather_objects(tag: str, obj: Any) -> list[Any]:
         return [obj]
     client = _compat.distributed_client()
     me, n, round_ = process_index(), process_count(), _next_round(tag)
-    key = lambda r, p: f"openrs/x/{tag}/{r}/{p}"  # noqa: E731
+    key = lambda r, p: f"openrs/x/{tag}/{r}/{p}"
     _put(client, key(round_, me), pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
     out = [obj if p == me else pickle.loads(_get(client, key(round_, p))) for p in range(n)]
     if round_ > 1:

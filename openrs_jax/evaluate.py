@@ -288,7 +288,7 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = _log) -> dic
 
     primary = dist.is_primary() if dist.is_initialized() else True
     if not primary:
-        log = lambda message: None  # noqa: E731 — one voice: process 0's
+        log = lambda message: None
     if args.engine == "vllm" and dist.is_initialized():
         from openrs_jax.cli import UserError
 

@@ -4,7 +4,6 @@ the 1.5B layer shape, causal and left-padded), and both match float32 XLA within
     PYTHONPATH=. python scripts/gpu_check_attention.py
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx

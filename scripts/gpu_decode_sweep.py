@@ -80,7 +80,7 @@ def attention_sweep(shapes, old_path, out_rows, extra=None):
         ref = xla_attention(q[:, None].astype(jnp.float32), ks[0].astype(jnp.float32), vs[0].astype(jnp.float32),
                             mask)[:, 0]
 
-        def run(name, kernel, cfg):
+        def run(name, kernel, cfg, ks=ks, vs=vs):  # this iteration's caches (deleted below)
             row = {"batch": b, "ctx": ctx, "S": s, "kernel": name, **cfg}
             try:
                 err = float(jnp.abs(jax.jit(kernel)(q, ks[0], vs[0], start, end).astype(jnp.float32) - ref).max())
@@ -95,7 +95,7 @@ def attention_sweep(shapes, old_path, out_rows, extra=None):
             print(json.dumps(row), flush=True)
             return row
 
-        xla = lambda q, k, v, st, en: xla_attention(  # noqa: E731
+        xla = lambda q, k, v, st, en: xla_attention(
             q[:, None], k, v, ((jnp.arange(k.shape[2])[None] >= st[:, None]) &
                                (jnp.arange(k.shape[2])[None] < en[:, None]))[:, None, :])[:, 0]
         run("xla", xla, {})

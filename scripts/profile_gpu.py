@@ -51,7 +51,7 @@ def summarise(xspace_path: str, top: int = 40) -> dict:
     ev = _events(xspace_path)
     # The compute stream: the line with the most kernel time (memcpy lines are separate).
     per_line = collections.defaultdict(float)
-    for plane, line, name, s, d, st in ev:
+    for plane, line, _name, _s, d, _st in ev:
         per_line[(plane, line)] += d
     lines = sorted(per_line.items(), key=lambda kv: -kv[1])
     main = lines[0][0] if lines else None
@@ -101,7 +101,7 @@ def profile_decode(args, out: pathlib.Path) -> dict:
     if args.decode_kernel:  # tuning of the fused kernel (JSON of decode_attention.DEFAULTS entries)
         from openrs_jax.model import decode_attention as da
 
-        text = open(args.decode_kernel).read() if args.decode_kernel.endswith(".json") else args.decode_kernel
+        text = pathlib.Path(args.decode_kernel).read_text() if args.decode_kernel.endswith(".json") else args.decode_kernel
         da.DEFAULTS.update(json.loads(text))
     cfg = deepseek_r1_distill_qwen_1p5b(**({} if args.layers is None else {"num_layers": args.layers}))
     model = create_sharded(cfg, seed=0)

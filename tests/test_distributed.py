@@ -122,8 +122,8 @@ def test_overlapped_rollouts_and_split_meshes_are_refused_with_several_processes
 
 
 class FakeDevice:
-    def __init__(self, process_index, id):
-        self.process_index, self.id = process_index, id
+    def __init__(self, process_index, device_id):
+        self.process_index, self.id = process_index, device_id
 
     def __repr__(self):
         return f"d{self.id}"

@@ -87,7 +87,7 @@ def test_r1_distill_1p5b_shards_over_4_devices():
         mesh = shd.make_mesh(axes, devices=jax.devices()[:4])
         shardings = shd.state_shardings(state, mesh, shd.TRAIN_RULES)
         per_device = 0
-        for (path, var), (_, s) in zip(_compat.flat_state(state), _compat.flat_state(shardings)):
+        for (_path, var), (_, s) in zip(_compat.flat_state(state), _compat.flat_state(shardings)):
             v = _compat.variable_value(var)
             shard_shape = _compat.variable_value(s).shard_shape(v.shape)
             per_device += int(np.prod(shard_shape)) * 2  # bf16

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pathlib
 import subprocess
 import sys
 import tempfile
@@ -31,7 +32,8 @@ def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None
     from openrs_jax.model import decode_attention as da
 
     if decode_kernel:  # tuning of the fused kernel (JSON of decode_attention.DEFAULTS entries)
-        da.DEFAULTS.update(json.loads(open(decode_kernel).read() if decode_kernel.endswith(".json") else decode_kernel))
+        text = pathlib.Path(decode_kernel).read_text() if decode_kernel.endswith(".json") else decode_kernel
+        da.DEFAULTS.update(json.loads(text))
     from openrs_jax.rollout.base import SamplingParams
     from openrs_jax.rollout.jax_engine import JaxEngine
 

@@ -48,7 +48,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         jax.block_until_ready(fwd(model, tokens))
         compile_s = time.perf_counter() - t0
-        timing = common.time_fn(lambda: fwd(model, tokens), warmup=1, repeats=5)
+        timing = common.time_fn(lambda fwd=fwd: fwd(model, tokens), warmup=1, repeats=5)
         toks = args.batch * args.seq
         rows.append({
             "output": name,

@@ -55,7 +55,7 @@ def _unknown_key_error(cls: type, key: str, where: str) -> ConfigError:
     if not suggestions:  # nothing close: still name the nearest keys, here or in any section
         candidates = {f"{where}{name}": name for name in names}
         candidates.update({q: q.rsplit(".", 1)[-1] for q in _all_qualified_keys(RunConfig)})
-        score = lambda q: difflib.SequenceMatcher(None, key, candidates[q]).ratio()  # noqa: E731
+        score = lambda q: difflib.SequenceMatcher(None, key, candidates[q]).ratio()
         suggestions = sorted(candidates, key=score, reverse=True)[:3]
     full = f"{where}{key}"
     hint = trl_hint(key)

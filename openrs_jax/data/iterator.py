@@ -127,7 +127,7 @@ class PromptIterator:
                     f"data cursor was saved with {key}={state[key]!r}, but this iterator has {mine[key]!r}"
                 )
         saved = state["sources"]
-        describe = lambda entries: [(e["name"], e["num_rows"]) for e in entries]  # noqa: E731
+        describe = lambda entries: [(e["name"], e["num_rows"]) for e in entries]
         if describe(saved) != describe(mine["sources"]):
             raise ValueError(
                 f"data cursor was saved over sources {describe(saved)} (name, rows), "

@@ -65,7 +65,7 @@ def build_prompt_iterator(
         locate = loaded.locate
         if keep is not None:
             dataset = dataset.select(keep)
-            locate = lambda i, keep=keep, inner=loaded.locate: inner(keep[i])  # noqa: E731
+            locate = lambda i, keep=keep, inner=loaded.locate: inner(keep[i])
         rows.append(checked_rows(
             dataset, source=name, problem_column=data.problem_column, solution_column=data.solution_column,
             locate=locate, bad_rows=bad_rows, warn=warn, earlier=loaded.unreadable,

@@ -137,7 +137,7 @@ def read_json_file(path: str | pathlib.Path) -> LoadedSource:
     columns = list(dict.fromkeys(c for row in rows for c in row))
     try:
         dataset = datasets.Dataset.from_dict({c: [row.get(c) for row in rows] for c in columns})
-    except Exception as e:  # noqa: BLE001 — Arrow type errors inside nested values
+    except Exception as e:  # Arrow type errors inside nested values
         raise DataError(f"dataset file {path}: its rows do not fit one table ({type(e).__name__}: {e})") from e
     return LoadedSource(dataset, lambda i: (f"{path}, {unit} {lines[i]}", lines[i]), tuple(bad))
 
@@ -183,7 +183,7 @@ def open_source(path: str, config: str | None = None, split: str = "train") -> L
         try:
             # Local files have one split; `split` names a hub split, so it is not applied here.
             dataset = datasets.load_dataset(fmt, data_files=str(local), split="train")
-        except Exception as e:  # noqa: BLE001 — name the file; the cause stays chained
+        except Exception as e:  # name the file; the cause stays chained
             raise DataError(f"dataset file {path}: cannot be read as {fmt} ({type(e).__name__}: {e})") from e
         return _rows_of(dataset, str(local))
     return _rows_of(_load_directory_or_hub(path, config, split), f"dataset {path!r}")

@@ -44,8 +44,8 @@ SCALES = ("group", "batch", "none")
 
 
 def weighted_reward_sum(
-    rewards_per_func: Float[Array, "B R"], weights: Float[Array, "R"]
-) -> Float[Array, "B"]:
+    rewards_per_func: Float[Array, "B R"], weights: Float[Array, " R"]
+) -> Float[Array, " B"]:
     """r_b = nansum_j(w_j · R[b, j]); NaN where every R[b, j] is NaN (an unscorable row)."""
     rewards_per_func = jnp.asarray(rewards_per_func, jnp.float32)
     weights = jnp.asarray(weights, jnp.float32)
@@ -58,7 +58,7 @@ def weighted_reward_sum(
     return jnp.where(jnp.isnan(rewards_per_func).all(axis=1), jnp.nan, total)
 
 
-def _grouped(rewards: Float[Array, "B"], num_generations: int) -> Float[Array, "P G"]:
+def _grouped(rewards: Float[Array, " B"], num_generations: int) -> Float[Array, "P G"]:
     rewards = jnp.asarray(rewards, jnp.float32)
     if rewards.ndim != 1:
         raise ValueError(f"rewards must be 1-D [P*G], got shape {rewards.shape}")
@@ -82,7 +82,7 @@ def nanstd(x: Float[Array, "..."], axis: int | None = None) -> Float[Array, "...
     return jnp.sqrt(variance * correction)
 
 
-def _std_per_row(rewards: Float[Array, "B"], num_generations: int, scale: str) -> Float[Array, "B"]:
+def _std_per_row(rewards: Float[Array, " B"], num_generations: int, scale: str) -> Float[Array, " B"]:
     """σ_b as defined in the module docstring (group std for "group" and "none")."""
     grouped = _grouped(rewards, num_generations)
     if scale in ("group", "none"):
@@ -97,11 +97,11 @@ def _std_per_row(rewards: Float[Array, "B"], num_generations: int, scale: str) -
 
 
 def group_advantages(
-    rewards: Float[Array, "B"],
+    rewards: Float[Array, " B"],
     num_generations: int,
     scale: Scale = "group",
     epsilon: float = STD_EPS,
-) -> Float[Array, "B"]:
+) -> Float[Array, " B"]:
     """A_b = (r_b − μ_b) / (σ_b + ε), or r_b − μ_b for scale="none"; 0 where that is NaN.
 
     rewards: [P·G] weighted rewards (see `weighted_reward_sum`), groups contiguous; NaN marks
@@ -119,8 +119,8 @@ def group_advantages(
 
 
 def zero_std_rows(
-    rewards: Float[Array, "B"], num_generations: int, scale: Scale = "group"
-) -> Bool[Array, "B"]:
+    rewards: Float[Array, " B"], num_generations: int, scale: Scale = "group"
+) -> Bool[Array, " B"]:
     """Rows whose σ_b is 0 (torch.isclose's default tolerance, |σ| ≤ 1e-8): no signal.
 
     A NaN σ (fewer than two scorable rows) is not "zero", as in TRL's `is_std_zero`.
@@ -129,7 +129,7 @@ def zero_std_rows(
 
 
 def reward_stats(
-    rewards: Float[Array, "B"], num_generations: int, scale: Scale = "group"
+    rewards: Float[Array, " B"], num_generations: int, scale: Scale = "group"
 ) -> dict[str, Float[Array, ""]]:
     """Reward metrics for one batch, unscorable (NaN) rows left out as TRL ≥ 1.6 leaves them.
 

@@ -157,7 +157,7 @@ def sequence_weights(
     loss_type: str,
     num_generations: int | None = None,
     max_completion_length: int | None = None,
-) -> Float[Array, "B"]:
+) -> Float[Array, " B"]:
     """w_b such that the `loss_type` aggregation of the batch is Σ_b w_b Σ_t m[b, t]·ℓ[b, t].
 
     Compute it on the full (global) batch mask, then slice it with the rows of each
@@ -209,7 +209,7 @@ def grpo_loss(
     logps: Float[Array, "B T"],
     old_logps: Float[Array, "B T"] | None,
     ref_logps: Float[Array, "B T"] | None,
-    advantages: Float[Array, "B"],
+    advantages: Float[Array, " B"],
     mask: Float[Array, "B T"],
     *,
     beta: float,
@@ -224,7 +224,7 @@ def grpo_loss(
     sampling_is_cap: float | None = 3.0,
     sampling_is_cap_min: float | None = None,
     entropy: Float[Array, "B T"] | None = None,
-    seq_weights: Float[Array, "B"] | None = None,
+    seq_weights: Float[Array, " B"] | None = None,
 ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
     """The GRPO loss of the module docstring, and TRL's metrics.
 

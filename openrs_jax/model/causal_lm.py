@@ -185,7 +185,7 @@ class CausalLM(nnx.Module):
         kv_read_len: int | None = None,
         last_n: int | None = None,
         decode_impl: str = "xla",
-        active_rows: Bool[Array, "B"] | None = None,
+        active_rows: Bool[Array, " B"] | None = None,
     ) -> tuple[Float[Array, "B T V"], KVCache]:
         """Prefill (T > 1) or decode (T = 1) step against a KV cache.
 

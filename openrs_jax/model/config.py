@@ -21,7 +21,6 @@ F mlp hidden, N query heads, K kv heads, H head dim, V vocab.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 # HF `model_type` → `architectures[0]`: the families this decoder loads and writes.
@@ -111,7 +110,7 @@ class ModelConfig:
                 f"architecture must be one of {', '.join(SUPPORTED_MODEL_TYPES)}, got {self.architecture!r}"
             )
         # Resolve the architecture's switches (frozen: set through object.__setattr__).
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        set_ = lambda k, v: object.__setattr__(self, k, v)
         if self.qkv_bias is None:
             set_("qkv_bias", self.architecture == "qwen2")
         if self.o_bias is None:

@@ -118,8 +118,8 @@ def decode_attention(
     q: Float[Array, "B N H"],
     k: Float[Array, "B K S H"],
     v: Float[Array, "B K S H"],
-    start: Int[Array, "B"],
-    end: Int[Array, "B"],
+    start: Int[Array, " B"],
+    end: Int[Array, " B"],
     *,
     block_k: int | None = None,
     n_split: int | None = None,
@@ -202,7 +202,7 @@ def sharded_decode_attention(mesh: jax.sharding.Mesh | None, rules: Mapping[str,
     if mesh is None or mesh.size == 1:
         return fn
     rules = dict(rules or {})
-    spec = lambda *axes: shd.activation_spec(rules, *axes)  # noqa: E731
+    spec = lambda *axes: shd.activation_spec(rules, *axes)
     return jax.shard_map(
         fn,
         mesh=mesh,
@@ -218,7 +218,7 @@ def decode_attention_op(
     index: Int[Array, ""],
     mesh: jax.sharding.Mesh | None = None,
     rules: Mapping[str, Any] | None = None,
-    active_rows: Bool[Array, "B"] | None = None,
+    active_rows: Bool[Array, " B"] | None = None,
 ) -> Callable[[Array, Array, Array], Array]:
     """The attention operation (`openrs_jax.model.attention.AttentionOp`) of a decode step
     (T = 1) writing slot `index`: the fused kernel over each row's valid slots, from its first

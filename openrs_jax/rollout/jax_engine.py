@@ -447,7 +447,8 @@ class JaxEngine(RolloutEngine):
                 chunk = list(range(start, min(start + self.max_batch_size, len(rows))))
                 report = None
                 if self.progress is not None:  # rows finished so far, over all chunks
-                    report = lambda done, start=start, total=len(rows): self.progress(start + done, total)  # noqa: E731
+                    total = len(rows)
+                    report = lambda done, start=start, total=total: self.progress(start + done, total)
                 toks, lps, t_prefill, step_versions = self._generate_rows([rows[i] for i in chunk], chunk, sampling,
                                                                           report)
                 versions_out[chunk] = step_versions[None, :]

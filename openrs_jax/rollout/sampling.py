@@ -44,7 +44,7 @@ _TOP_P_FANOUT = 16
 _ONE_BITS = 0x3F800000  # float32 1.0: mass(prob > 1) = 0 < p, so the search starts at (0, 1]
 
 
-def _top_p_threshold(probs: Float[Array, "B V"], p: float) -> Float[Array, "B"]:
+def _top_p_threshold(probs: Float[Array, "B V"], p: float) -> Float[Array, " B"]:
     """Per row, the smallest float32 x in (0, 1] with sum(probs[probs > x]) < p."""
     b = probs.shape[0]
     lo = jnp.zeros((b,), jnp.int32)  # exclusive: mass(prob > lo) >= p (or lo = 0)
@@ -104,7 +104,7 @@ def sample_tokens(
     top_p: float = 1.0,
     noise: str = "hash",
     logprob_temperature: float | None = None,
-) -> tuple[Int[Array, "B"], Float[Array, "B"]]:
+) -> tuple[Int[Array, " B"], Float[Array, " B"]]:
     """Samples one token per row with its own PRNG key (raw uint32 [B, 2]); returns (tokens,
     log-probs). Gumbel-max: argmax(z + g) with z the filtered logits / T, g Gumbel noise from
     `hash_gumbel` (noise="hash") or `jax.random.categorical`'s threefry ("threefry"); the

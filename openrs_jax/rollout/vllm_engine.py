@@ -42,6 +42,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import shutil
@@ -208,6 +209,7 @@ class VLLMEngine(RolloutEngine):
         url = self.base_url + path
         outer = getattr(self._scope, "deadline", None)  # set when we run inside a retry
         first_failure = None
+        deadline = math.inf  # set at the first failure, before any retry reads it
         sleep = self.retry.initial
         while True:
             try:

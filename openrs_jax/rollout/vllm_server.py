@@ -277,7 +277,7 @@ class VLLMServer:
                 os.close(fd)
                 self.log_path = pathlib.Path(name)
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log_file = open(self.log_path, "ab")
+            self._log_file = open(self.log_path, "ab")  # noqa: SIM115 — the server writes it until stop() closes it
         self.proc = subprocess.Popen(
             command,
             env=server_env(host=self.host, cpu=self.cpu, api_key=self.api_key),

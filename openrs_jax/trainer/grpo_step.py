@@ -257,7 +257,7 @@ def select_groups(parts: list[tuple[list[dict], RolloutBatch, Scores]], p: int, 
         return a
 
     examples = [parts[pi][0][gi] for pi, gi in sel]
-    cat = lambda attr: np.concatenate([rows(pi, gi, getattr(parts[pi][1], attr)) for pi, gi in sel])  # noqa: E731
+    cat = lambda attr: np.concatenate([rows(pi, gi, getattr(parts[pi][1], attr)) for pi, gi in sel])
     batch = RolloutBatch(
         completion_ids=cat("completion_ids"),
         completion_mask=cat("completion_mask"),

@@ -365,7 +365,7 @@ def _global_norm(tree) -> jax.Array:
 
 def _opt_count(opt_state) -> jax.Array:
     """The optimizer's step count (optax keeps it in the Adam state)."""
-    has_count = lambda x: hasattr(x, "_fields") and "count" in x._fields  # noqa: E731
+    has_count = lambda x: hasattr(x, "_fields") and "count" in x._fields
     counts = [s.count for s in jax.tree.leaves(opt_state, is_leaf=has_count) if has_count(s)]
     return counts[0] if counts else jnp.zeros((), jnp.int32)
 

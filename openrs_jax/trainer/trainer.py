@@ -196,7 +196,7 @@ class Trainer:
         return sinks
 
     # ------------------------------------------------------------------ signals
-    def _on_signal(self, signum, frame):  # noqa: ARG002
+    def _on_signal(self, signum, frame):
         if self.stopped_by is not None:
             raise KeyboardInterrupt  # a second signal: stop now
         self.stopped_by = signum

@@ -154,7 +154,7 @@ def hf_config_from_gguf(reader, source: str = "the GGUF file") -> dict[str, Any]
             f"{source}: rope_freqs.weight (Llama 3.1+ RoPE scaling stored as per-frequency factors) is not read; "
             "load the model's HF safetensors checkpoint instead"
         )
-    a = lambda key, default=None: _field(reader, f"{arch}.{key}", default)  # noqa: E731
+    a = lambda key, default=None: _field(reader, f"{arch}.{key}", default)
     d, n = int(a("embedding_length")), int(a("attention.head_count"))
     k = a("attention.head_count_kv", n)
     if isinstance(k, list):

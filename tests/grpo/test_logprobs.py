@@ -44,10 +44,10 @@ def _objective(fn):
 )
 def test_chunked_equals_naive(chunk_size, temperature):
     hidden, lm_head, targets = _inputs()
-    chunked = lambda h, w: token_logprobs(  # noqa: E731
+    chunked = lambda h, w: token_logprobs(
         h, w, targets, temperature=temperature, chunk_size=chunk_size, return_entropy=True
     )
-    naive = lambda h, w: _naive(h, w, targets, temperature)  # noqa: E731
+    naive = lambda h, w: _naive(h, w, targets, temperature)
     for got, want in zip(jax.jit(chunked)(hidden, lm_head), jax.jit(naive)(hidden, lm_head)):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
     got = jax.jit(jax.grad(_objective(chunked), argnums=(0, 1)))(hidden, lm_head)
@@ -153,7 +153,7 @@ def test_bf16_backward_matmuls_run_in_bf16():
     would hand them a float32 cotangent: float32 products, ~3× slower on an H100)."""
     hidden, lm_head, targets = _inputs(jnp.bfloat16)
     w32 = lm_head.astype(jnp.float32)
-    fn = lambda h, w: jnp.sum(token_logprobs(h, w, targets, chunk_size=5, compute_dtype=jnp.bfloat16,  # noqa: E731
+    fn = lambda h, w: jnp.sum(token_logprobs(h, w, targets, chunk_size=5, compute_dtype=jnp.bfloat16,
                                              return_entropy=True)[1])
     dots = _dot_dtypes(jax.make_jaxpr(jax.grad(fn, argnums=(0, 1)))(hidden, w32).jaxpr)
     assert len(dots) >= 3  # forward, recomputed forward, two backward products (one scan body each)
@@ -162,9 +162,9 @@ def test_bf16_backward_matmuls_run_in_bf16():
 
 def test_bf16_gradients_close_to_float32():
     hidden, lm_head, targets = _inputs()
-    chunked = lambda h, w: token_logprobs(  # noqa: E731
+    chunked = lambda h, w: token_logprobs(
         h, w, targets, chunk_size=5, return_entropy=True, compute_dtype=jnp.bfloat16)
-    naive = lambda h, w: _naive(h, w, targets, 1.0)  # noqa: E731
+    naive = lambda h, w: _naive(h, w, targets, 1.0)
     got = jax.grad(_objective(chunked), argnums=(0, 1))(hidden.astype(jnp.bfloat16), lm_head)
     want = jax.grad(_objective(naive), argnums=(0, 1))(hidden, lm_head)
     for g, w, name in zip(got, want, ("hidden", "lm_head")):

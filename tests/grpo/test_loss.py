@@ -127,7 +127,7 @@ def test_clipping_cuts_the_gradient():
     old = jnp.log(jnp.array([[1 / 1.5], [1 / 0.5]]))  # ρ = 1.5 and 0.5
     adv = jnp.array([1.0, -1.0])
     mask = jnp.ones((2, 1))
-    fn = lambda lp: grpo_loss(lp, old, None, adv, mask, beta=0.0, epsilon_low=0.2,  # noqa: E731
+    fn = lambda lp: grpo_loss(lp, old, None, adv, mask, beta=0.0, epsilon_low=0.2,
                               loss_type="grpo")
     (loss, metrics), grad = jax.value_and_grad(fn, has_aux=True)(logps)
     np.testing.assert_allclose(grad, 0.0)

@@ -109,7 +109,7 @@ def test_remat_gives_the_same_logits_and_gradients(remat):
 
     def loss_and_grad(cfg):
         graphdef, state = nnx.split(Qwen2(cfg, rngs=nnx.Rngs(0)))
-        loss = lambda st: jnp.sum(nnx.merge(graphdef, st)(toks, attention_mask=mask) ** 2)  # noqa: E731
+        loss = lambda st: jnp.sum(nnx.merge(graphdef, st)(toks, attention_mask=mask) ** 2)
         return jax.jit(jax.value_and_grad(loss))(state)
 
     want_loss, want_grad = loss_and_grad(tiny())

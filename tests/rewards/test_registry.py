@@ -145,7 +145,7 @@ def test_rewards_never_import_jax():
 def test_open_r1_function_names_are_aliases_logged_as_written():
     from openrs_jax.rewards import ALIASES, is_reward
 
-    for alias, name in ALIASES.items():
+    for alias, _name in ALIASES.items():
         assert is_reward(alias) and alias not in list_rewards()
         fn = get_reward(alias)
         assert fn.__name__ == alias  # rewards/<alias>/mean, as TRL logs open-r1's functions

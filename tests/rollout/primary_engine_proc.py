@@ -11,7 +11,6 @@ from openrs_jax.cli import add_distributed_arguments, run_cli, start_distributed
 
 def main(args) -> int:
     start_distributed(args, log=print)
-    import numpy as np
 
     from openrs_jax import distributed as dist
     from openrs_jax import sharding as shd

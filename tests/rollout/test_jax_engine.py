@@ -220,7 +220,7 @@ def test_stop_tokens_and_update_weights(tiny_pair):
 
 
 def _chi_square_pvalue(counts, probs):
-    from scipy.stats import chisquare  # noqa: PLC0415 (scipy ships with the test extras' deps)
+    from scipy.stats import chisquare  # scipy comes with the test extras
 
     keep = probs > 0
     assert counts[~keep].sum() == 0, "sampled a token outside the support"
@@ -258,7 +258,7 @@ def test_hash_gumbel_is_standard_gumbel_and_independent():
     """The sampler's Gumbel noise: Kolmogorov-Smirnov against the standard Gumbel law over a
     whole row and over one token id across rows (keys of consecutive steps, as the sampler
     folds them), and no correlation between neighbouring token ids or between rows."""
-    from scipy import stats  # noqa: PLC0415
+    from scipy import stats
 
     base = jax.random.key_data(jax.random.PRNGKey(3))
     keys = jax.vmap(lambda t: jax.random.fold_in(base, t))(jnp.arange(4000))  # one row's steps

@@ -6,6 +6,7 @@ sends it everywhere, still syncs weights and samples."""
 from __future__ import annotations
 
 import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -151,7 +152,7 @@ def test_serve_stops_the_whole_group_when_the_api_server_dies(vllm_python, tiny_
         members = group_members(pgid)
         assert len(members) >= 3, members
         # The keeper's child is the API server: kill it the hard way.
-        api_server = next(p for p in members if p != pgid and open(f"/proc/{p}/stat").read().split(")")[1].split()[1]
+        api_server = next(p for p in members if p != pgid and pathlib.Path(f"/proc/{p}/stat").read_text().split(")")[1].split()[1]
                           == str(pgid))
         os.kill(api_server, signal.SIGKILL)
         assert serve.wait(timeout=GONE_WITHIN_S) == 128 + signal.SIGKILL  # the server's fate, reported

@@ -129,7 +129,7 @@ def test_server_killed_mid_rollout_retries_after_restart(
     def run():
         try:
             result["batch"] = engine.generate(prompts, 8, SamplingParams(max_new_tokens=400, temperature=1.0))
-        except BaseException as e:  # reported by the main thread
+        except BaseException as e:  # noqa: BLE001 — reported by the main thread
             result["error"] = e
 
     thread = threading.Thread(target=run)

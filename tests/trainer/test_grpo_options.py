@@ -66,7 +66,7 @@ def _openrs_loss(rows, tokens):
 @pytest.mark.slow
 def test_masking_truncated_completions_takes_them_out_of_the_loss(runs):
     (plain_m, plain), (masked_m, masked) = runs["plain"], runs["masked"]
-    key = lambda r: (r["prompt"], r["completion"], r["advantage"], r["truncated"])  # noqa: E731
+    key = lambda r: (r["prompt"], r["completion"], r["advantage"], r["truncated"])
     assert [key(r) for r in plain] == [key(r) for r in masked]  # same rollouts and advantages
     truncated = np.array([r["truncated"] for r in masked])
     assert 0 < truncated.sum() < truncated.size

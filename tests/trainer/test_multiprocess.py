@@ -21,7 +21,6 @@ import pytest
 from multiprocess_utils import launch, strip_times
 from openrs_jax.checkpoint import verify_step
 from openrs_jax.metrics import read_metrics
-from test_openrs3_small import small_r1  # noqa: F401 — the fixture: a small random R1-distill model
 
 EXACT_PREFIXES = ("reward", "rewards/", "completions/", "frac_reward_zero_std", "num_completions_dropped",
                   "update_applied", "learning_rate", "step", "rollout/staleness")
@@ -77,9 +76,9 @@ def test_two_processes_match_one_then_survive_a_kill_and_resume_exactly(tmp_path
     assert (run / "completions.jsonl").read_text() == (tmp_path / "ref" / "completions.jsonl").read_text()
 
 
-def openrs3(out, small_r1, shared_data, max_steps, *extra):
+def openrs3(out, model_dir, shared_data, max_steps, *extra):
     sets = [
-        f"model.name_or_path={small_r1}", f"model.tokenizer_name_or_path={shared_data / 'tokenizer-qwen2'}",
+        f"model.name_or_path={model_dir}", f"model.tokenizer_name_or_path={shared_data / 'tokenizer-qwen2'}",
         "model.dtype=float32", "model.param_dtype=float32", "model.remat=full",
         f"data.dataset_name={shared_data / 'train_deepscaler_aime_math.jsonl'}", "data.solution_column=answer",
         "data.box_solution=true", "data.max_prompt_length=128", "mesh.num_devices=8", "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2",

@@ -48,5 +48,5 @@ def test_grpo_beats_the_base_model_on_held_out_sums(tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 9))
     assert base["n"] == after["n"] == 30
-    solved = lambda r: round(r["accuracy"] * r["n"])  # noqa: E731
+    solved = lambda r: round(r["accuracy"] * r["n"])
     assert solved(after) >= solved(base) + MARGIN, (base, after)

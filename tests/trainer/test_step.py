@@ -124,7 +124,7 @@ def test_a_non_finite_update_is_not_applied():
     batch = jax.tree.map(jnp.asarray, build_train_batch(prompts, comp, mask, adv, num_generations=G, pad_token_id=0,
                                                        loss=loss, total_length=16, completion_length=8))
     for lr, applied in ((jnp.nan, 0.0), (1e-3, 1.0)):
-        sched = lambda count, lr=lr: jnp.float32(lr) + 0.0 * count  # noqa: E731
+        sched = lambda count, lr=lr: jnp.float32(lr) + 0.0 * count
         opt = make_optimizer(sched)
         p0 = jax.tree.map(jnp.copy, params)
         o0 = init_optimizer(opt, p0)

@@ -43,7 +43,7 @@ def write_gguf(path, ref, family: str, qtype=Q.Q8_0, extra_tensor=None, raw_type
     cfg = ref.config
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     w = gguf.GGUFWriter(str(path), family)
-    a = lambda key: f"{family}.{key}"  # noqa: E731
+    a = lambda key: f"{family}.{key}"
     w.add_uint32(a("block_count"), cfg.num_hidden_layers)
     w.add_uint32(a("context_length"), cfg.max_position_embeddings)
     w.add_uint32(a("embedding_length"), cfg.hidden_size)
