@@ -194,7 +194,7 @@ def generation_rows(args, flops_per_s: float | None) -> list[dict[str, Any]]:
 def add_ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """JAX / PyTorch tokens/s per (phase, T) on every JAX row; marks the fastest one-GPU JAX
     variant with `*`. Returns {phase: {T: best row summary}}."""
-    best: dict[str, dict[str, Any]] = {}
+    best: dict[tuple[str, int], dict[str, Any]] = {}  # (phase, T) -> row
     for r in rows:
         if r["impl"] != "jax" or "tokens_per_s" not in r:
             continue

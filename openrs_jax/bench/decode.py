@@ -45,7 +45,7 @@ def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None
     prompts = common.np_random_tokens(batch, prompt, 150000).tolist()
     sp = SamplingParams(max_new_tokens=new, temperature=temperature, seed=0)
     t0 = time.perf_counter()
-    engine.generate(prompts, 1, sp)
+    out = engine.generate(prompts, 1, sp)
     first = time.perf_counter() - t0
     times = []
     for i in range(repeats):
@@ -105,7 +105,7 @@ def _hf_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None 
             return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
                                   do_sample=True, temperature=0.7, top_p=1.0, top_k=0, pad_token_id=0)
 
-    gen()  # warm-up
+    out = gen()  # warm-up
     torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
