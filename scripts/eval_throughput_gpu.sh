@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6, GPU part: evaluation throughput of the 1.5B shape (random init, bf16, jax engine)
+# Evaluation throughput of the 1.5B shape (random init, bf16, jax engine)
 # for docs/BENCHMARKS.md. Prints the table and writes the JSON ($OUT).
 # Extra arguments go to the benchmark, e.g. `--max-new-tokens 4096` or `--samples 4`.
 set -euo pipefail

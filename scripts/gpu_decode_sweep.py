@@ -1,4 +1,4 @@
-"""Issue 19: the decode-attention kernel and the sampler timed alone on the GPU, at the 1.5B
+"""The decode-attention kernel and the sampler timed alone on the GPU, at the 1.5B
 decode shapes, in the setting of a decode step: 28 layers' caches (several times the L2), each
 layer's output the next one's query, one jitted call timed as a whole (no per-call dispatch in
 the figure).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 8 (and issue 7's scaling): the openrs3 recipe at the 1.5B shape on 1, 2 and 4 GPUs of
+# Device layouts: the openrs3 recipe at the 1.5B shape on 1, 2 and 4 GPUs of
 # one host as one data-parallel mesh, and the paper's split (3 GPUs train, 1 generates).
 # Per-device micro-batch 6 in every layout (72 completions per step), as the paper's 3 GPUs
 # x 6 per device. Each run writes OUT/<name>.metrics.jsonl and OUT/<name>.log.

@@ -124,9 +124,10 @@ def profile_decode(args, out: pathlib.Path) -> dict:
 
 def profile_update(args, out: pathlib.Path) -> dict:
     from openrs_jax.bench import update as upd
+    from openrs_jax.bench.spec import Spec
 
     model = {} if args.layers is None else {"num_layers": args.layers}
-    spec = upd.Spec(batch=args.batch, seq=args.seq, prompt=args.prompt, remat=args.remat, chunk=args.chunk,
+    spec = Spec(batch=args.batch, seq=args.seq, prompt=args.prompt, remat=args.remat, chunk=args.chunk,
                     model=model)
     _, compiled, params, opt_state, batch, _ = upd.build_jax_update(spec)
     state = [params, opt_state]

@@ -1,4 +1,4 @@
-"""Issue-7 benchmark: the GRPO update, the reference forward and generation for the 1.5B shape
+"""`openrs-bench`: the GRPO update, the reference forward and generation for the 1.5B shape
 (random init, bf16), our JAX implementation against PyTorch (HF transformers), in one run on
 one GPU; one table and one JSON.
 
@@ -16,7 +16,7 @@ Phases
   batch --gen-batch, prompt --prompt, --gen-new new tokens.
 
 Columns: tokens/s counts all T tokens of every row (generation: new tokens); MFU = model
-FLOPs (openrs_jax.bench.update.model_flops: 6·N·T + 6·D·V·C + 6·L·N_h·H·T² per update row,
+FLOPs (openrs_jax.bench.flops.model_flops: 6·N·T + 6·D·V·C + 6·L·N_h·H·T² per update row,
 a third of it per reference row, N without embeddings; generation: 2·(N + D·V) +
 4·L·N_h·H·context per new token) / (time × bf16 matmul rate), the rate being the larger of
 JAX's and PyTorch's n × n × n product measured first in this run; peak GiB per worker
@@ -24,10 +24,12 @@ process; ratio = JAX / PyTorch eager tokens/s at the same phase and T (ratio_com
 torch.compile). In each (phase, T) the fastest one-GPU JAX row is marked `*` in notes, and
 the JSON's "best" lists it.
 
-Every measurement runs in its own subprocess with a timeout (--timeout); an OOM or failure
-becomes a row with an error. Results are written to --out after every row. On a CPU (the smoke
-test) shrink the model with --layers/--hidden/--intermediate/--heads/--kv-heads/--vocab and
-use --ceiling-n 256 --skip-generation.
+Every measurement runs in its own subprocess with a timeout (--timeout; `bench.workers`); an
+OOM or failure becomes a row with an error. Results are written to --out after every row. The
+workers: `bench.update` (JAX), `bench.torch_trl` (PyTorch), on `bench.spec`'s shape and batch;
+the FLOP counts: `bench.flops`. On a CPU (the smoke test) shrink the model with
+--layers/--hidden/--intermediate/--heads/--kv-heads/--vocab and use --ceiling-n 256
+--skip-generation.
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ import argparse
 import dataclasses
 import json
 import sys
-import tempfile
 from typing import Any
 
-from openrs_jax.bench import update as upd
+from openrs_jax.bench import flops, runner, workers
+from openrs_jax.bench.spec import Spec, model_config
 
 PHASES = ("update", "reference", "generation")
 COLUMNS = ["phase", "impl", "T", "tokens_per_s", "MFU", "peak_GiB", "ratio", "ratio_compile", "scaling", "notes"]
@@ -131,7 +133,7 @@ def plan(args) -> list[tuple[str, str, dict[str, Any]]]:
     return out
 
 
-def _notes(kind: str, spec: upd.Spec, res: dict[str, Any]) -> str:
+def _notes(kind: str, spec: Spec, res: dict[str, Any]) -> str:
     if kind.startswith("jax_update"):
         note = f"remat={spec.remat} chunk={spec.chunk}" + (f" devices={spec.devices} {spec.parallel}" if spec.devices > 1 else "")
     elif kind.startswith("jax_reference"):
@@ -143,9 +145,9 @@ def _notes(kind: str, spec: upd.Spec, res: dict[str, Any]) -> str:
     return note
 
 
-def make_row(phase: str, kind: str, spec: upd.Spec, res: dict[str, Any], flops_per_s: float | None) -> dict[str, Any]:
+def make_row(phase: str, kind: str, spec: Spec, res: dict[str, Any], flops_per_s: float | None) -> dict[str, Any]:
     """One table row from a worker record: tokens/s over all B·T tokens and MFU."""
-    cfg = upd.model_config(spec.model)
+    cfg = model_config(spec.model)
     impl = "jax" if kind.startswith("jax") else ("torch.compile" if spec.compile else "torch")
     row = {"phase": phase, "impl": impl, "T": spec.seq, "notes": _notes(kind, spec, res),
            "spec": dataclasses.asdict(spec), "result": res}
@@ -155,28 +157,25 @@ def make_row(phase: str, kind: str, spec: upd.Spec, res: dict[str, Any], flops_p
         row["tokens_per_s"] = tokens / res["step_s"]
         if res.get("peak_GiB") is not None:
             row["peak_GiB"] = res["peak_GiB"]  # of the first GPU
-        flops = spec.rows * upd.model_flops(cfg, spec.seq, spec.completion, phase)
-        row["model_TFLOP"] = flops / 1e12
+        step_flops = spec.rows * flops.model_flops(cfg, spec.seq, spec.completion, phase)
+        row["model_TFLOP"] = step_flops / 1e12
         if flops_per_s:  # per GPU
-            row["MFU"] = flops / (res["step_s"] * flops_per_s * spec.devices)
+            row["MFU"] = step_flops / (res["step_s"] * flops_per_s * spec.devices)
     return row
 
 
 def generation_rows(args, flops_per_s: float | None) -> list[dict[str, Any]]:
     """JAX engine and HF generate through openrs_jax.bench.decode's workers (own processes)."""
-    cfg = upd.model_config(args.model)
+    cfg = model_config(args.model)
     rows = []
     for kind, impl in (("jax", "jax"), ("hf", "torch")):
         if impl not in args.impl_list:
             continue
-        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-            path = f.name
         cmd = [sys.executable, "-m", "openrs_jax.bench.decode", "--_worker", kind, "--batches", str(args.gen_batch),
-               "--prompt", str(args.prompt), "--new", str(args.gen_new), "--repeats", str(args.gen_repeats),
-               "--_result", path]
+               "--prompt", str(args.prompt), "--new", str(args.gen_new), "--repeats", str(args.gen_repeats)]
         if args.model.get("num_layers") is not None:
             cmd += ["--layers", str(args.model["num_layers"])]
-        res = upd.run_command(cmd, path, args.timeout)
+        res = runner.run_json(cmd, timeout_s=args.timeout, env=runner.FULL_GPU_ENV)
         row = {"phase": "generation", "impl": impl, "T": args.prompt + args.gen_new,
                "notes": f"B={args.gen_batch} new={args.gen_new}" + ("" if kind == "jax" else " HF generate")
                + (f" [{res['error']}]" if "error" in res else ""), "result": res}
@@ -185,7 +184,7 @@ def generation_rows(args, flops_per_s: float | None) -> list[dict[str, Any]]:
             if res.get("peak_GiB") is not None:
                 row["peak_GiB"] = res["peak_GiB"]
             if flops_per_s:
-                per_tok = upd.decode_flops_per_token(cfg, args.prompt + args.gen_new / 2)
+                per_tok = flops.decode_flops_per_token(cfg, args.prompt + args.gen_new / 2)
                 row["MFU"] = per_tok * res["tokens_per_s"] / flops_per_s
         rows.append(row)
         print(_brief(row), flush=True)
@@ -195,7 +194,7 @@ def generation_rows(args, flops_per_s: float | None) -> list[dict[str, Any]]:
 def add_ratios(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """JAX / PyTorch tokens/s per (phase, T) on every JAX row; marks the fastest one-GPU JAX
     variant with `*`. Returns {phase: {T: best row summary}}."""
-    best: dict[str, dict[str, Any]] = {}
+    best: dict[tuple[str, int], dict[str, Any]] = {}  # (phase, T) -> row
     for r in rows:
         if r["impl"] != "jax" or "tokens_per_s" not in r:
             continue
@@ -237,16 +236,16 @@ def main(argv=None) -> dict[str, Any]:
 
     # This process never touches the GPU: every measurement, the ceiling included, runs in a
     # worker, so no allocator here holds memory the workers need.
-    base = upd.Spec(batch=args.batch, prompt=args.prompt, seq=args.prompt + 1, ceiling_n=args.ceiling_n, model=args.model)
-    ceil = upd.run_worker("ceiling", base, timeout_s=args.timeout, in_process=args.in_process)
-    ceil_torch = (upd.run_worker("ceiling_torch", base, timeout_s=args.timeout, in_process=args.in_process)
+    base = Spec(batch=args.batch, prompt=args.prompt, seq=args.prompt + 1, ceiling_n=args.ceiling_n, model=args.model)
+    ceil = workers.run_worker("ceiling", base, timeout_s=args.timeout, in_process=args.in_process)
+    ceil_torch = (workers.run_worker("ceiling_torch", base, timeout_s=args.timeout, in_process=args.in_process)
                   if "torch" in args.impl_list else {})
     rates = [r["matmul_flops"] for r in (ceil, ceil_torch) if r.get("matmul_flops")]
     flops_per_s = max(rates) if rates else None
     record: dict[str, Any] = {"env": ceil.get("env"), "matmul_flops": flops_per_s,
                               "ceiling": {"jax": ceil, "torch": ceil_torch},
-                              "model": dataclasses.asdict(upd.model_config(args.model)),
-                              "non_embedding_params": upd.model_config(args.model).num_params(include_embeddings=False),
+                              "model": dataclasses.asdict(model_config(args.model)),
+                              "non_embedding_params": model_config(args.model).num_params(include_embeddings=False),
                               "args": {k: v for k, v in vars(args).items() if k not in ("phase_list", "impl_list")},
                               "rows": [], "partial": True}
     print(f"bf16 matmul ceiling: {(flops_per_s or 0) / 1e12:.1f} TFLOP/s (jax "
@@ -254,8 +253,8 @@ def main(argv=None) -> dict[str, Any]:
           f"{ceil.get('env') or ceil.get('detail')}", flush=True)
     rows = record["rows"]
     for phase, kind, fields in plan(args):
-        spec = upd.Spec(**fields)
-        res = upd.run_worker(kind, spec, timeout_s=args.timeout, in_process=args.in_process)
+        spec = Spec(**fields)
+        res = workers.run_worker(kind, spec, timeout_s=args.timeout, in_process=args.in_process)
         rows.append(make_row(phase, kind, spec, res, flops_per_s))
         print(_brief(rows[-1]), flush=True)
         common.write_json(args.out, record)

@@ -1,5 +1,7 @@
 """Measurement helpers shared by the benchmarks: timing with device sync, peak memory,
-the device's own ceilings (HBM copy bandwidth, bf16 matmul rate), and result records."""
+the device's own ceilings (HBM copy bandwidth, bf16 matmul rate), result records and tables,
+random inputs and checkpoints. (FLOP and byte counts: `bench.flops`; running a measurement in
+its own process: `bench.runner`.)"""
 
 from __future__ import annotations
 
@@ -111,17 +113,6 @@ def hf_qwen2_config(cfg, **kwargs):
     for key in ("architectures", "model_type", "torch_dtype"):
         hf.pop(key)
     return Qwen2Config(**hf, **kwargs)
-
-
-def kv_bytes_per_token(cfg, bytes_per_el: int = 2) -> int:
-    return cfg.num_layers * 2 * cfg.num_kv_heads * cfg.resolved_head_dim * bytes_per_el
-
-
-def decode_weight_bytes(cfg, bytes_per_el: int = 2) -> int:
-    """Weights read per decode step: all non-embedding parameters plus the LM head (the
-    input embedding is a gather of B rows)."""
-    head = cfg.vocab_size * cfg.hidden_size
-    return (cfg.num_params(include_embeddings=False) + head) * bytes_per_el
 
 
 def fmt_table(rows: list[dict[str, Any]], cols: list[str]) -> str:

@@ -1,4 +1,4 @@
-"""Issue-4 benchmark: decode throughput of the `jax` engine for the 1.5B shape (random init,
+"""Decode throughput of the `jax` engine for the 1.5B shape (random init,
 bf16) next to HF `generate` in the same run and the HBM roofline.
 
     python -m openrs_jax.bench.decode --out results.json            # both, one table
@@ -16,12 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import subprocess
 import sys
-import tempfile
 import time
 
-from openrs_jax.bench import common
+from openrs_jax.bench import common, flops, runner
 
 
 def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None = None,
@@ -47,7 +45,7 @@ def _jax_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None
     prompts = common.np_random_tokens(batch, prompt, 150000).tolist()
     sp = SamplingParams(max_new_tokens=new, temperature=temperature, seed=0)
     t0 = time.perf_counter()
-    engine.generate(prompts, 1, sp)
+    out = engine.generate(prompts, 1, sp)
     first = time.perf_counter() - t0
     times = []
     for i in range(repeats):
@@ -107,7 +105,7 @@ def _hf_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None 
             return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
                                   do_sample=True, temperature=0.7, top_p=1.0, top_k=0, pad_token_id=0)
 
-    gen()  # warm-up
+    out = gen()  # warm-up
     torch.cuda.synchronize()
     times = []
     for _ in range(repeats):
@@ -125,22 +123,20 @@ def _hf_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None 
 def _in_subprocess(kind: str, batch: int, prompt: int, new: int, repeats: int, layers: int | None,
                    cache_mode: str, temperature: float, decode_attention: str, decode_kernel: str | None = None,
                    extra_args: tuple[str, ...] = ()) -> dict:
-    """Each engine in its own process: JAX and torch do not share the GPU allocator."""
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        path = f.name
+    """Each engine in its own process (`bench.runner`): JAX and torch do not share the GPU
+    allocator. A failed run is a row with the engine, batch, new tokens and the error."""
     cmd = [sys.executable, "-m", "openrs_jax.bench.decode", "--_worker", kind, "--batches", str(batch),
-           "--prompt", str(prompt), "--new", str(new), "--repeats", str(repeats), "--_result", path]
+           "--prompt", str(prompt), "--new", str(new), "--repeats", str(repeats)]
     if layers is not None:
         cmd += ["--layers", str(layers)]
     cmd += ["--cache-mode", cache_mode, "--temperature", str(temperature), "--decode-attention", decode_attention]
     if decode_kernel:
         cmd += ["--decode-kernel", decode_kernel]
     cmd += list(extra_args)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"engine": kind, "batch": batch, "new": new, "error": proc.stderr[-2000:]}
-    with open(path) as f:
-        return json.load(f)
+    res = runner.run_json(cmd)
+    if "error" in res:
+        return {"engine": kind, "batch": batch, "new": new, **res}
+    return res
 
 
 def main(argv=None):
@@ -204,7 +200,7 @@ def main(argv=None):
     bw = common.hbm_bandwidth()
     for r in rows:
         avg_ctx = args.prompt + r["new"] / 2
-        step_bytes = common.decode_weight_bytes(cfg) + r["batch"] * avg_ctx * common.kv_bytes_per_token(cfg)
+        step_bytes = flops.decode_weight_bytes(cfg) + r["batch"] * avg_ctx * flops.kv_bytes_per_token(cfg)
         r["roofline_tok_s"] = r["batch"] / (step_bytes / bw)
         if "tokens_per_s" in r:
             r["frac_roofline"] = r["tokens_per_s"] / r["roofline_tok_s"]

@@ -1,4 +1,4 @@
-"""Issue-6 benchmark: evaluation throughput of the 1.5B shape with the `jax` engine.
+"""Evaluation throughput of the 1.5B shape with the `jax` engine.
 
 Random-init DeepSeek-R1-Distill-Qwen-1.5B shape (bf16), the real tokenizer, the real eval
 prompts (lighteval template, chat template) of the first --limit problems of each benchmark,

@@ -1,5 +1,5 @@
-"""Issue-2 benchmark: load a random-init 1.5B-shape bf16 HF checkpoint through `load_hf` and
-run a forward of B × T tokens; load time, forward time and peak memory.
+"""Checkpoint load and forward: a random-init 1.5B-shape bf16 HF checkpoint loaded through
+`load_hf`, then a forward of B × T tokens; load time, forward time and peak memory.
 
     python -m openrs_jax.bench.load_forward --ckpt /tmp/r1 --out results.json
 """

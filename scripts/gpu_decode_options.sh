@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Issue 19, second lease: XLA options for the decode programs (probed at 96 x 1024 with the
+# Decode options on one GPU: XLA options for the decode programs (probed at 96 x 1024 with the
 # tuned kernel defaults), then with the best: 96 x 3584 in bf16 and with a float8 KV cache
-# (sampler-vs-forward log-prob difference on 2 rows), 96 x 1024 float8, and a profile.
-#   bash scripts/gpu_issue19b.sh OUT_DIR
+# (sampler-vs-forward log-prob difference on 2 rows), 96 x 1024 float8, and a profile
+# (written for issue 19's second lease as scripts/gpu_issue19b.sh).
+#   bash scripts/gpu_decode_options.sh OUT_DIR
 set -uo pipefail
 OUT=${1:?out dir}
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:${PYTHONPATH:-}

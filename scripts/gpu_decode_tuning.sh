@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Issue 19 on one GPU, in one lease: the decode-attention kernel sweep and sampler timing, a
+# Decode tuning on one GPU, in one lease: the decode-attention kernel sweep and sampler timing, a
 # profile of the decode at batch 96 x 1024 new tokens before (OLD: a checkout of the previous
 # code) and after, and the decode benchmark at 96 x 1024 and 96 x 3584 with the best kernel
-# configuration of the sweep. Run from the new checkout's root:
-#   OLD=/path/to/old/checkout bash scripts/gpu_issue19.sh OUT_DIR
+# configuration of the sweep (first run for issue 19, as scripts/gpu_issue19.sh). Run from the
+# new checkout's root:
+#   OLD=/path/to/old/checkout bash scripts/gpu_decode_tuning.sh OUT_DIR
 set -uo pipefail
 OUT=${1:?out dir}
 OLD=${OLD:-}

@@ -1,13 +1,13 @@
-"""Benchmark: chunked vs naive per-token log-probs, forward + backward (grads wrt hidden, lm_head).
+"""Chunked vs naive per-token log-probs, forward + backward (grads wrt hidden, lm_head).
 
 Default shape is the Open-RS update on DeepSeek-R1-Distill-Qwen-1.5B: micro-batch 6, T = 4096,
 D = 1536, V = 151,936, bf16 inputs (float32 accumulation and log-softmax). Each variant runs in
-its own subprocess, because JAX cannot reset a device's peak-memory counter; the worker reports
+its own subprocess (`bench.runner`), because JAX cannot reset a device's peak-memory counter; the worker reports
 the allocator's peak (`memory_stats()["peak_bytes_in_use"]`, where the backend has it, e.g.
 GPU) and the compiled program's own accounting (`compiled.memory_analysis()`).
 
-    PYTHONPATH=. python scripts/bench_logprobs.py --out /tmp/bench_logprobs.json     # GPU
-    python scripts/bench_logprobs.py --vocab 1000 --seq 256 --dim 64 --batch 2 --iters 2 \
+    python -m openrs_jax.bench.logprobs --out /tmp/bench_logprobs.json                  # GPU
+    python -m openrs_jax.bench.logprobs --vocab 1000 --seq 256 --dim 64 --batch 2 --iters 2 \
         --chunks 64 128 --out /tmp/b.json                                            # CPU smoke
 
 Model FLOPs counted per step: 6·B·T·D·V (forward matmul + the two backward matmuls); the
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
+
+from openrs_jax.bench import runner
 
 
 def _worker(args: argparse.Namespace) -> dict:
@@ -37,14 +37,14 @@ def _worker(args: argparse.Namespace) -> dict:
     lm_head = (jax.random.normal(kw, (args.dim, args.vocab)) * args.dim**-0.5).astype(dtype)
     targets = jax.random.randint(ky, (args.batch, args.seq), 0, args.vocab)
 
-    if args.variant == "naive":
+    if args._variant == "naive":
 
         def logps_fn(h, w):
             logits = jnp.einsum("btd,dv->btv", h, w, preferred_element_type=jnp.float32)
             return token_logprobs_from_logits(logits, targets, args.temperature)
 
     else:
-        chunk = int(args.variant.split("=")[1])
+        chunk = int(args._variant.split("=")[1])
 
         def logps_fn(h, w):
             return token_logprobs(h, w, targets, temperature=args.temperature, chunk_size=chunk)
@@ -54,7 +54,7 @@ def _worker(args: argparse.Namespace) -> dict:
     compiled = step.lower(hidden, lm_head).compile()
     compile_s = time.perf_counter() - t0
     analysis = compiled.memory_analysis()
-    result = {"variant": args.variant, "compile_s": compile_s}
+    result = {"variant": args._variant, "compile_s": compile_s}
     if analysis is not None:
         for key in ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes"):
             result[key] = int(getattr(analysis, key))
@@ -79,16 +79,11 @@ def _worker(args: argparse.Namespace) -> dict:
 
 
 def _run_variant(args: argparse.Namespace, variant: str) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--variant", variant]
+    """One variant in its own process; a failure is {"variant", "error", "detail"}."""
+    cmd = [sys.executable, "-m", "openrs_jax.bench.logprobs", "--_variant", variant]
     for name in ("batch", "seq", "dim", "vocab", "dtype", "iters", "temperature"):
         cmd += [f"--{name}", str(getattr(args, name))]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    oom = any("RESOURCE_EXHAUSTED" in line or "out of memory" in line.lower() for line in tail)
-    return {"variant": variant, "error": "OOM" if oom else " | ".join(tail)}
+    return {"variant": variant, **runner.run_json(cmd, timeout_s=args.timeout)}
 
 
 def _fmt_bytes(n) -> str:
@@ -108,12 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iters", type=int, default=10)
     p.add_argument("--timeout", type=int, default=900, help="seconds per variant")
     p.add_argument("--out", help="write the results as JSON here")
-    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--variant", help=argparse.SUPPRESS)
+    p.add_argument("--_variant", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_result", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
-    if args.worker:
-        print(json.dumps(_worker(args)), flush=True)
+    if args._variant:  # a worker (`_run_variant`)
+        with open(args._result, "w") as f:
+            json.dump(_worker(args), f)
         return
 
     variants = ([] if args.no_naive else ["naive"]) + [f"chunk={c}" for c in args.chunks]
@@ -127,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'variant':>12} {'ms':>9} {'TFLOP/s':>8} {'tok/s':>10} {'peak GiB':>9} {'temp GiB':>9}")
     for r in results:
         if "error" in r:
-            print(f"{r['variant']:>12}  failed: {r['error']}")
+            detail = (r.get("detail") or "").strip().splitlines()[-1:] or [""]
+            print(f"{r['variant']:>12}  failed: {r['error']}: {detail[0][-200:]}")
             continue
         print(
             f"{r['variant']:>12} {1e3 * r['time_s_median']:9.2f} {r['model_tflops_per_s']:8.1f} "

@@ -1,4 +1,4 @@
-"""The issue-6 throughput benchmark runs on CPU at a smoke size (1 layer of the 1.5B shape,
+"""The evaluation throughput benchmark (`python -m openrs_jax.bench.eval_throughput`) runs on CPU at a smoke size (1 layer of the 1.5B shape,
 the real tokenizer and prompts) and reports what docs/BENCHMARKS.md needs."""
 
 from __future__ import annotations
