@@ -28,6 +28,18 @@ from typing import Any, Iterable, Mapping
 METRICS_FILE = "metrics.jsonl"
 COMPLETIONS_FILE = "completions.jsonl"
 
+# Metrics that depend on the machine, its load and the compilation cache rather than on the run's
+# numbers: wall times, throughput, compilation counts. Everything else in a row is a function of
+# the config and seed (a resumed or re-launched run must reproduce it; the tests compare it).
+MACHINE_DEPENDENT = ("time/", "tokens_per_s", "rollout/tokens_per_s", "rollout/compiles", "rollout/compile_s",
+                     "compile/")
+
+
+def run_dependent(row: Mapping[str, Any]) -> dict[str, Any]:
+    """`row` without its MACHINE_DEPENDENT metrics."""
+    return {k: v for k, v in row.items() if not k.startswith(MACHINE_DEPENDENT)}
+
+
 # The columns of the one-line progress report, in order.
 PROGRESS_KEYS = (
     ("reward", "reward"),

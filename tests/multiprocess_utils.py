@@ -11,8 +11,9 @@ import subprocess
 import sys
 import time
 
+from openrs_jax.metrics import run_dependent
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TIME_KEYS = ("time/", "tokens_per_s", "rollout/tokens_per_s")
 
 
 def free_port() -> int:
@@ -74,4 +75,4 @@ def launch(args: list[str], processes: int, devices: int, log_dir: pathlib.Path,
 
 
 def strip_times(rows: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.startswith(TIME_KEYS)} for r in rows]
+    return [run_dependent(r) for r in rows]
