@@ -303,9 +303,10 @@ class RunCheckpointer:
             # Process 0 reads and hashes; every process takes its verdict.
             problem, verified = dist.broadcast_object("checkpoint-verify",
                                                       self._verdict(step) if dist.is_primary() else None)
+            got = None
             if problem is None:
                 try:
-                    params, opt_state, meta = self.restore(step, abstract_params, abstract_opt_state)
+                    got = self.restore(step, abstract_params, abstract_opt_state)
                     failed = None
                 except CheckpointError as e:
                     failed = _first_line(e.__cause__ or e)
@@ -313,6 +314,8 @@ class RunCheckpointer:
             if problem is not None:
                 damaged.append((step, problem))
                 continue
+            assert got is not None  # no problem anywhere: this process restored the step
+            params, opt_state, meta = got
             if not verified:
                 notes.append(f"checkpoint step {step} has no checksums (saved before they existed, or the run "
                              "stopped as it was saved); restored without verification")
@@ -384,6 +387,8 @@ def load_model_from_run(
                 raise
             others = sorted(s for s in steps if s != step)
             raise CheckpointError(f"{e}; other saved steps: {others or 'none'}") from None
+        if restored is None:  # all_steps() was not empty a moment ago
+            raise CheckpointError(f"no checkpoints in {ckpt.directory}")
         for note in restored.notes:
             warn(note)
         params, step = restored.params, restored.step

@@ -60,7 +60,7 @@ class _Announcer:
             self._announced.add(key)
         self.write(f"{self.prefix}compiling {_display(key[1])} ...")
 
-    def on_end(self, event: str, duration: float, **kwargs) -> None:
+    def on_end(self, event: str, duration_secs: float, **kwargs) -> None:  # jax.monitoring's names
         if event != COMPILE_EVENT:
             return
         key = self._key(str(kwargs.get("fun_name", "?")))
@@ -70,8 +70,8 @@ class _Announcer:
             self._announced.discard(key)
         if entry is not None:
             entry[1].cancel()
-        if announced or duration >= self.threshold_s:
-            self.write(f"{self.prefix}compiled {_display(key[1])} in {duration:.1f} s")
+        if announced or duration_secs >= self.threshold_s:
+            self.write(f"{self.prefix}compiled {_display(key[1])} in {duration_secs:.1f} s")
 
     def stop(self) -> None:
         with self._lock:

@@ -52,7 +52,7 @@ from openrs_jax import progress
 from openrs_jax.cli import UserError, run_cli
 from openrs_jax.eval import benchmarks as bm
 from openrs_jax.eval import grading, report
-from openrs_jax.eval.runner import EvalSettings, RecordStore, evaluate_benchmark
+from openrs_jax.eval.runner import EvalSettings, Records, RecordStore, evaluate_benchmark
 
 RUN_CONFIG = "run_config.json"
 # Settings that change what is measured: a resumed run must match them exactly.
@@ -149,6 +149,7 @@ def eos_and_pad(loaded: LoadedModel) -> tuple[list[int], int]:
     if loaded.model is not None:
         model_eos = loaded.model.config.eos_token_id
     else:
+        assert loaded.hf_dir is not None  # load_model sets the model or the HF directory
         model_eos = json.loads((loaded.hf_dir / "config.json").read_text()).get("eos_token_id")
     try:
         return rule(loaded.tokenizer, model_eos)
@@ -322,7 +323,7 @@ def evaluate(args: argparse.Namespace, log: Callable[[str], None] = _log) -> dic
     try:
         for name in names:
             t0 = time.perf_counter()
-            store = RecordStore(out_dir / "records" / f"{name}.jsonl", settings.samples)
+            store: Records = RecordStore(out_dir / "records" / f"{name}.jsonl", settings.samples)
             if dist.is_initialized():
                 store = SharedStore(store)
             result = evaluate_benchmark(problems[name], engine, loaded.tokenizer, settings, pool, store, log,

@@ -79,6 +79,7 @@ def eos_and_pad(model, tokenizer, hf_dir: pathlib.Path | None) -> tuple[list[int
     if model is not None:
         model_eos = model.config.eos_token_id
     else:
+        assert hf_dir is not None  # load_model returns the model or the HF directory
         model_eos = json.loads((hf_dir / "config.json").read_text()).get("eos_token_id")
     return rule(tokenizer, model_eos)
 

@@ -127,8 +127,9 @@ class TensorBoardWriter:
     """Scalars to a TensorBoard event file in `logdir`."""
 
     def __init__(self, logdir: str | os.PathLike):
-        from tensorboard.compat.proto.event_pb2 import Event
-        from tensorboard.compat.proto.summary_pb2 import Summary
+        # Generated protobuf modules: their classes are made at import time, invisible to pyright.
+        from tensorboard.compat.proto.event_pb2 import Event  # pyright: ignore[reportAttributeAccessIssue]
+        from tensorboard.compat.proto.summary_pb2 import Summary  # pyright: ignore[reportAttributeAccessIssue]
         from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
         self._Event, self._Summary = Event, Summary
@@ -185,7 +186,8 @@ class WandbWriter:
         if not rows:
             return
         columns = list(rows[0])
-        table = self._wandb.Table(columns=columns, data=[[_clean(r.get(c)) for c in columns] for r in rows])
+        # [*columns]: a new list, typed as wandb's list[str | int] (list is invariant).
+        table = self._wandb.Table(columns=[*columns], data=[[_clean(r.get(c)) for c in columns] for r in rows])
         self.run.log({key: table, "train/global_step": step})
 
     def close(self) -> None:

@@ -45,9 +45,9 @@ def progress_mode(stream: IO) -> str:
 
 def write(line: str, stream: IO | None = None) -> None:
     """Prints `line` to `stream` (default stdout) without breaking an active bar."""
-    stream = stream or sys.stdout
-    tqdm.write(line, file=stream)
-    stream.flush()
+    out = stream or sys.stdout
+    tqdm.write(line, file=out)
+    out.flush()
 
 
 class Progress:

@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server.start()
         print(f"openrs_jax.serve: ready at {server.url} (process group {server.pid})", flush=True)
-        return int(server.proc.wait())
+        return server.wait()
     except vs.VLLMServerError as e:
         print(f"openrs_jax.serve: {e}", file=sys.stderr, flush=True)
         return 1

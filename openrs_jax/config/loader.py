@@ -29,12 +29,17 @@ CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "recipes"
 DEFAULT_RECIPE = "quickstart"
 
 
+def _is_section(hint: Any) -> typing.TypeGuard[type]:
+    """Whether a type hint is a dataclass type (a config section)."""
+    return isinstance(hint, type) and dataclasses.is_dataclass(hint)
+
+
 def _all_qualified_keys(cls: type, prefix: str = "") -> list[str]:
     """'optim.learning_rate'-style names of every leaf field below `cls`."""
     out = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[f.name]):
+        if _is_section(hints[f.name]):
             out += _all_qualified_keys(hints[f.name], f"{prefix}{f.name}.")
         else:
             out.append(f"{prefix}{f.name}")
@@ -82,7 +87,7 @@ def _type_name(hint: Any) -> str:
         return f"mapping of {_type_name(typing.get_args(hint)[1])}"
     if hint is Any:
         return "any"
-    if dataclasses.is_dataclass(hint):
+    if _is_section(hint):
         return f"mapping ({hint.__name__})"
     return getattr(hint, "__name__", str(hint))
 
@@ -157,7 +162,7 @@ def _coerce(value: Any, hint: Any, where: str, shown: Any = None) -> Any:
             raise fail()
         key_hint, value_hint = typing.get_args(hint)
         return {_coerce(k, key_hint, f"{where} key"): _coerce(v, value_hint, f"{where}.{k}") for k, v in value.items()}
-    if dataclasses.is_dataclass(hint):
+    if _is_section(hint):
         if isinstance(value, hint):
             return value
         if not isinstance(value, Mapping):
@@ -330,7 +335,7 @@ def field_rows(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, 
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         hint = hints[f.name]
-        if dataclasses.is_dataclass(hint):
+        if _is_section(hint):
             rows += field_rows(hint, f"{prefix}{f.name}.")
             continue
         bounds = range_text(f.metadata)
@@ -339,7 +344,7 @@ def field_rows(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, 
             help_text += f" [{bounds}{' ' + f.metadata['note'] if f.metadata.get('note') else ''}]"
         rows.append((f"{prefix}{f.name}", _type_name(hint), _default_text(f), help_text))
         args = typing.get_args(hint)
-        if typing.get_origin(hint) is tuple and args and dataclasses.is_dataclass(args[0]):
+        if typing.get_origin(hint) is tuple and args and _is_section(args[0]):
             rows += field_rows(args[0], f"{prefix}{f.name}[].")
     return rows
 

@@ -31,7 +31,7 @@ import dataclasses
 import difflib
 import math
 import typing
-from typing import Any, Literal, Sequence
+from typing import Any, Iterable, Literal
 
 from openrs_jax.config.fields import ConfigError, Section, check_fields, field
 
@@ -47,7 +47,7 @@ VALIDATION_METRICS = ("avg@k", "pass@1", "pass@k")
 SAMPLING_IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 
 
-def did_you_mean(key: str, candidates: Sequence[str]) -> str:
+def did_you_mean(key: str, candidates: Iterable[str]) -> str:
     close = difflib.get_close_matches(key, list(candidates), n=3, cutoff=0.6)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
@@ -209,6 +209,8 @@ class DataSection(Section):
         """`sources`, or the single source named by `dataset_name`."""
         if self.sources:
             return self.sources
+        if self.dataset_name is None:  # __post_init__ lets neither be missing
+            raise ConfigError("data: set dataset_name or sources")
         return (DataSourceConfig(path=self.dataset_name, config=self.dataset_config, split=self.dataset_split),)
 
 

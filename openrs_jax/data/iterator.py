@@ -180,7 +180,8 @@ class PromptIterator:
         problem = row.get(self._problem_column)
         if isinstance(problem, str):
             row["problem"] = problem
-        elif conversation_error(problem) is None:  # TRL's conversational prompt: rendered as given
+        elif isinstance(problem, (list, tuple)) and conversation_error(problem) is None:
+            # TRL's conversational prompt: rendered as given
             row["problem"] = conversation_problem(problem)
         else:
             raise ValueError(

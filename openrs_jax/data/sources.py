@@ -201,7 +201,7 @@ def _load_directory_or_hub(path: str, config: str | None, split: str):
         if (local / "dataset_info.json").is_file() or (local / "state.json").is_file():
             return datasets.load_from_disk(str(local))
         if (local / "dataset_dict.json").is_file():
-            loaded = datasets.load_from_disk(str(local))
+            loaded = datasets.DatasetDict.load_from_disk(str(local))
             if split not in loaded:
                 raise ValueError(f"dataset {path!r} has splits {sorted(loaded)}, not {split!r}")
             return loaded[split]
@@ -240,11 +240,11 @@ def matching_rows(dataset, where: Mapping[str, Any], source: str) -> list[int] |
     if not where:
         return None
     check_columns(dataset, list(where), source)
-    keep = None
+    keep = [True] * len(dataset)
     for column, wanted in where.items():
         allowed = list(wanted) if isinstance(wanted, (list, tuple)) else [wanted]
         mask = [value in allowed for value in dataset[column]]
-        keep = mask if keep is None else [a and b for a, b in zip(keep, mask)]
+        keep = [a and b for a, b in zip(keep, mask)]
     indices = [i for i, ok in enumerate(keep) if ok]
     if not indices:
         raise ValueError(f"dataset {source!r}: no row matches where={dict(where)}")

@@ -26,7 +26,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from typing import Any
+from typing import Any, Sequence
 
 BUILTIN_PREFIX = "builtin:"
 THINK_PREFILL = "<think>\n"
@@ -132,12 +132,12 @@ def load_tokenizer(path_or_name: str | os.PathLike):
     return tokenizer
 
 
-def eos_and_pad(tokenizer: Any, model_eos: int | list[int] | None) -> tuple[list[int], int]:
+def eos_and_pad(tokenizer: Any, model_eos: int | Sequence[int] | None) -> tuple[list[int], int]:
     """The one rule for stop and padding tokens: training, `evaluate` and `generate` all use it.
 
     tokenizer: an HF tokenizer (its `eos_token_id`, `pad_token_id`).
     model_eos: the model config's `eos_token_id` (config.json's, or the preset's): an int, a
-      list of ints (e.g. Llama 3.1 lists three) or None.
+      list or tuple of ints (e.g. Llama 3.1 lists three) or None.
     Returns (EOS ids, pad id). EOS ids: the tokenizer's EOS, then the model config's, in order,
     without repeats; a completion ends at the first of any of them. Pad: the tokenizer's pad
     token, else the first EOS id (what TRL and HF `generate` fall back to).
@@ -197,7 +197,7 @@ class PromptFormatter:
         if self.max_prompt_length < 1:
             raise ValueError(f"max_prompt_length must be >= 1, got {self.max_prompt_length}")
 
-    def messages(self, prompt: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def messages(self, prompt: str | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """The chat of one prompt: [system (optional), user = prompt] for a problem text; a
         conversational prompt (list of messages) as given, the system prompt first when it has
         no system message of its own."""
@@ -209,7 +209,7 @@ class PromptFormatter:
             messages.insert(0, {"role": "system", "content": self.system_prompt})
         return messages
 
-    def render(self, problem: str | list[dict[str, Any]]) -> str:
+    def render(self, problem: str | Sequence[dict[str, Any]]) -> str:
         """The chat-template text of one prompt, generation prompt (and prefill) included."""
         kwargs = {} if self.chat_template is None else {"chat_template": self.chat_template}
         text = self.tokenizer.apply_chat_template(self.messages(problem), tokenize=False, add_generation_prompt=True,
@@ -219,7 +219,7 @@ class PromptFormatter:
             text += THINK_PREFILL
         return text
 
-    def encode(self, problem: str | list[dict[str, Any]]) -> tuple[list[int], str]:
+    def encode(self, problem: str | Sequence[dict[str, Any]]) -> tuple[list[int], str]:
         text = self.render(problem)
         ids = list(self.tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"])
         if len(ids) > self.max_prompt_length:

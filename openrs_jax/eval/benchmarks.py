@@ -25,7 +25,7 @@ import dataclasses
 import json
 import os
 import pathlib
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 # lighteval's MATH_QUERY_TEMPLATE as Open-RS used it (two spaces after "clearly." included).
 MATH_QUERY_TEMPLATE = (
@@ -41,6 +41,10 @@ TOP_P = 0.95
 MAX_NEW_TOKENS = 32768
 
 
+# How a gold answer is parsed (grading.prepare_gold): "latex" (MATH-style) or "expr" (plain numbers).
+GoldMode = Literal["latex", "expr"]
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchmarkSpec:
     """One benchmark. `problem_columns` / `id_columns`: the first present column is used
@@ -52,7 +56,7 @@ class BenchmarkSpec:
     hub_repo: str
     hub_split: str
     gold_field: str
-    gold_mode: str
+    gold_mode: GoldMode
     size: int
     problem_columns: tuple[str, ...] = ("problem",)
     id_columns: tuple[str, ...] = ("id", "unique_id")
@@ -85,7 +89,7 @@ class Problem:
     id: str
     problem: str
     gold: str
-    gold_mode: str
+    gold_mode: GoldMode
 
     @property
     def query(self) -> str:

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Literal, Sequence
+from typing import Any, Sequence
 
+from openrs_jax.eval.benchmarks import GoldMode
 from openrs_jax.rewards.math_rewards import alarm_timeout, float_rounding_kwargs, tame_logging
 from openrs_jax.rewards.verify_pool import VerifyPool, shared_pool
 
-GoldMode = Literal["latex", "expr"]
 GOLD_MODES = ("latex", "expr")
 
 PRECISION = 5  # lighteval's `precision` = math-verify's `float_rounding`
@@ -88,8 +88,8 @@ def grade(completion: str, gold: str, mode: GoldMode) -> tuple[bool, str | None,
     timeout = alarm_timeout(TIMEOUT_S)
     gold_config = [LatexExtractionConfig()] if mode == "latex" else [ExprExtractionConfig()]
     gold_text = prepare_gold(gold, mode)
-    golds = parse(gold_text, gold_config, fallback_mode="first_match", extraction_mode="any_match",
-                  parsing_timeout=timeout)
+    golds: list[Any] = parse(gold_text, gold_config, fallback_mode="first_match", extraction_mode="any_match",
+                             parsing_timeout=timeout)  # pyright: ignore[reportArgumentType]  # None: math-verify 0.9 only, which takes it
     if not golds:
         golds = [gold_text]  # lighteval: compare against the raw gold string
     preds = parse(
@@ -97,9 +97,10 @@ def grade(completion: str, gold: str, mode: GoldMode) -> tuple[bool, str | None,
         [ExprExtractionConfig(), LatexExtractionConfig(boxed_match_priority=0)],
         fallback_mode="first_match",
         extraction_mode="any_match",
-        parsing_timeout=timeout,
+        parsing_timeout=timeout,  # pyright: ignore[reportArgumentType]  # None: math-verify 0.9 only, which takes it
     )
-    correct = bool(preds) and verify(golds, preds, timeout_seconds=timeout, **float_rounding_kwargs(PRECISION))
+    correct = bool(preds) and verify(golds, preds, timeout_seconds=timeout,  # pyright: ignore[reportArgumentType]  # None: math-verify 0.9 only, which takes it
+                                     **float_rounding_kwargs(PRECISION))
     return bool(correct), _as_text(preds), _as_text(golds)
 
 

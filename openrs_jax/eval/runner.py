@@ -46,7 +46,7 @@ import os
 import pathlib
 import time
 import zlib
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -110,6 +110,18 @@ def make_formatter(tokenizer: Any, settings: EvalSettings) -> PromptFormatter:
 
 
 # ---------------------------------------------------------------------------- records
+class Records(Protocol):
+    """What `evaluate_benchmark` needs of a benchmark's records: `RecordStore`, or the view
+    of it that every process of a multi-process evaluation shares (`evaluate.SharedStore`)."""
+
+    path: pathlib.Path
+    dropped: int  # lines dropped by the last `load`
+
+    def load(self) -> dict[int, dict[str, Any]]: ...
+
+    def append(self, records: Sequence[dict[str, Any]]) -> None: ...
+
+
 class RecordStore:
     """The per-problem JSONL of one benchmark, appended once per chunk (flush + fsync)."""
 
@@ -231,7 +243,7 @@ def evaluate_benchmark(
     tokenizer: Any,
     settings: EvalSettings,
     pool: VerifyPool,
-    store: RecordStore | None = None,
+    store: Records | None = None,
     log: Callable[[str], None] | None = None,
     max_chunks: int | None = None,
     progress_stream: Any = None,
@@ -284,8 +296,8 @@ def evaluate_benchmark(
         chunk = chunks[c]
         encoded = [formatter.encode(p.query) for p in chunk]
         t0 = time.perf_counter()
+        base = 0 if bar is None else bar.n  # rows done before this chunk
         if bar is not None:
-            base = bar.n
             engine.progress = lambda done, total, base=base: bar.update_to(base + done)
         try:
             batch = engine.generate([ids for ids, _ in encoded], k,
@@ -296,7 +308,7 @@ def evaluate_benchmark(
         t1 = time.perf_counter()
         completions = tokenizer.batch_decode(batch.completion_token_lists(), skip_special_tokens=True)
         golds = [p.gold for p in chunk for _ in range(k)]
-        modes = [p.gold_mode for p in chunk for _ in range(k)]
+        modes: list[bm.GoldMode] = [p.gold_mode for p in chunk for _ in range(k)]
         grades = grading.grade_batch(completions, golds, modes, pool)
         t2 = time.perf_counter()
         records = _records_for_chunk(

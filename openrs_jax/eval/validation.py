@@ -204,6 +204,8 @@ class BestCheckpointTracker:
 
     def _link(self) -> None:
         target = self.best_path()
+        if target is None:  # called after an improvement, so there is a best step
+            raise RuntimeError("no best step to link to")
         try:
             target = target.relative_to(self.run_dir)
         except ValueError:

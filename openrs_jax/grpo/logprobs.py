@@ -67,7 +67,9 @@ def token_logprobs_from_logits(
     """logp[b, t] = log_softmax(logits[b, t] / τ)[targets[b, t]] in float32 (and H[b, t])."""
     _check_temperature(temperature)
     logps, entropy = _logprobs_and_entropy(logits, targets, temperature, return_entropy)
-    return (logps, entropy) if return_entropy else logps
+    if entropy is None:  # not asked for
+        return logps
+    return logps, entropy
 
 
 def _check_temperature(temperature: float) -> None:

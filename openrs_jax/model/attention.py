@@ -90,7 +90,8 @@ class CacheView(NamedTuple):
     the T new tokens go (shared by all rows)."""
 
     layer: LayerCache
-    index: Int[Array, ""]
+    # Named as KVCache's field; it shadows tuple.index, which nothing calls on a view.
+    index: Int[Array, ""]  # pyright: ignore[reportIncompatibleMethodOverride]
 
     def write(self, k: Float[Array, "B T K H"], v: Float[Array, "B T K H"]) -> LayerCache:
         """The layer's cache with k, v written to slots [index, index + T)."""

@@ -133,7 +133,10 @@ class CausalLM(nnx.Module):
             mask = None if impl == "cudnn" else jnp.broadcast_to(causal, (b, t, t))
         else:
             mask = causal[None] & (attention_mask[:, None, :] != 0)
-        make_op = cudnn_op if impl == "cudnn" else xla_op
+
+        def make_op(m: jax.Array | None) -> AttentionOp:  # m is None only on cudnn (mask-free causal)
+            return cudnn_op(m) if m is None or impl == "cudnn" else xla_op(m)
+
         rope = self.rope(positions)
         x = self._constrain(self.embed_tokens(tokens), "batch", "seq", None)
         for layer in self.layers:

@@ -55,12 +55,20 @@ class RopeScaling:
         if not self.factor > 0:
             raise ValueError(f"rope scaling factor must be > 0, got {self.factor}")
         if self.rope_type == "llama3":
+            low, high, _ = self.llama3_bands()
+            if not high > low:
+                raise ValueError("llama3 rope scaling needs high_freq_factor > low_freq_factor")
+
+    def llama3_bands(self) -> tuple[float, float, int]:
+        """(low_freq_factor, high_freq_factor, original_max_position_embeddings) of a "llama3"
+        scaling; ValueError naming the ones that are missing."""
+        low, high = self.low_freq_factor, self.high_freq_factor
+        original = self.original_max_position_embeddings
+        if low is None or high is None or original is None:
             missing = [k for k in ("low_freq_factor", "high_freq_factor", "original_max_position_embeddings")
                        if getattr(self, k) is None]
-            if missing:
-                raise ValueError(f"llama3 rope scaling needs {', '.join(missing)}")
-            if not self.high_freq_factor > self.low_freq_factor:
-                raise ValueError("llama3 rope scaling needs high_freq_factor > low_freq_factor")
+            raise ValueError(f"llama3 rope scaling needs {', '.join(missing)}")
+        return low, high, original
 
     def to_hf(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
@@ -170,7 +178,8 @@ class ModelConfig:
         d, f, h = self.hidden_size, self.intermediate_size, self.resolved_head_dim
         n, k = self.num_heads, self.num_kv_heads
         attn = d * n * h + 2 * d * k * h + n * h * d
-        attn += (n * h + 2 * k * h) * self.qkv_bias + d * self.o_bias + 2 * h * self.qk_norm
+        # The switches are bools once __post_init__ has resolved the architecture's defaults.
+        attn += (n * h + 2 * k * h) * bool(self.qkv_bias) + d * bool(self.o_bias) + 2 * h * bool(self.qk_norm)
         mlp = 3 * d * f
         per_layer = attn + mlp + 2 * d
         total = self.num_layers * per_layer + d
@@ -193,7 +202,7 @@ class ModelConfig:
             head_dim = None
         attention_bias = bool(hf.get("attention_bias", False))
         eos = hf.get("eos_token_id")
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             architecture=arch,
             vocab_size=hf["vocab_size"],
             hidden_size=hf["hidden_size"],
@@ -314,7 +323,8 @@ def _hf_rope(hf: dict[str, Any]) -> tuple[float, RopeScaling | None]:
         factor=float(rope["factor"]),
         low_freq_factor=None if rope_type != "llama3" else float(rope["low_freq_factor"]),
         high_freq_factor=None if rope_type != "llama3" else float(rope["high_freq_factor"]),
-        original_max_position_embeddings=None if rope_type != "llama3" else int(original),
+        # None when the config has no length at all: RopeScaling then names what is missing.
+        original_max_position_embeddings=None if rope_type != "llama3" or original is None else int(original),
     )
 
 

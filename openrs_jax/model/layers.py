@@ -69,8 +69,7 @@ def rope_inv_freq(head_dim: int, theta: float, scaling: RopeScaling | None = Non
         return (inv_freq / factor).astype(np.float32)
     # llama3 (transformers' _compute_llama3_parameters): long wavelengths divided by factor,
     # short ones kept, the band between interpolated by a smooth factor.
-    old_len = scaling.original_max_position_embeddings
-    lo, hi = scaling.low_freq_factor, scaling.high_freq_factor
+    lo, hi, old_len = scaling.llama3_bands()
     low_freq_wavelen, high_freq_wavelen = old_len / lo, old_len / hi
     wavelen = np.float32(2 * math.pi) / inv_freq
     scaled = np.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)

@@ -132,7 +132,7 @@ def _timeout_none_supported() -> bool:
     from math_verify.utils import timeout
 
     try:  # 0.5.2: signal.alarm(None) raises TypeError (off the main thread, signal.signal fails)
-        return bool(timeout(None)(lambda: True)())
+        return bool(timeout(None)(lambda: True)())  # pyright: ignore[reportArgumentType]  # the probe
     except Exception:  # noqa: BLE001
         return False
 
@@ -159,7 +159,7 @@ def alarm_timeout(seconds: int | None) -> int | None:
 
 
 @functools.cache
-def float_rounding_kwargs(digits: int) -> dict[str, int]:
+def float_rounding_kwargs(digits: int) -> dict[str, Any]:
     """math-verify `verify`'s rounding of floats to `digits` places: the argument is
     `float_rounding` in 0.9 and `precision` in 0.5.2 (the pinned version)."""
     import inspect
@@ -191,7 +191,7 @@ def judge(
         solution,
         extraction_mode="first_match",
         extraction_config=[LatexExtractionConfig()],
-        parsing_timeout=parse_timeout,
+        parsing_timeout=parse_timeout,  # pyright: ignore[reportArgumentType]  # None: math-verify 0.9 only, which takes it
     )
     if len(gold) == 0:
         return NO_GOLD
@@ -212,11 +212,12 @@ def judge(
             )
         ],
         extraction_mode="first_match",
-        parsing_timeout=parse_timeout,
+        parsing_timeout=parse_timeout,  # pyright: ignore[reportArgumentType]  # None: math-verify 0.9 only, which takes it
     )
     try:
         # Open-RS's order: the answer goes in math-verify's `gold` slot.
-        correct = verify(answer, gold, timeout_seconds=alarm_timeout(verify_timeout_s))
+        timeout = alarm_timeout(verify_timeout_s)
+        correct = verify(answer, gold, timeout_seconds=timeout)  # pyright: ignore[reportArgumentType]  # None: math-verify 0.9 only, which takes it
     except Exception:  # noqa: BLE001 - Open-RS scores a verify exception as 0.0
         return FAILED
     return CORRECT if correct else WRONG

@@ -370,7 +370,10 @@ class VerifyPool:
                     worker.task = index
                     worker.deadline = time.monotonic() + self.timeout_s
             self._wait_and_collect(results)
-        return results
+        outcomes = [r for r in results if r is not None]
+        if len(outcomes) != len(results):  # the loop ends when every task has its outcome
+            raise RuntimeError("verify pool: a task ended without an outcome")
+        return outcomes
 
     def _wait_and_collect(self, results: list) -> None:
         now = time.monotonic()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -134,7 +134,7 @@ def pack_arrays(
     prompt_ids: Sequence[Sequence[int]],
     num_generations: int,
     pad_token_id: int,
-    stop_token_ids: Sequence[int],
+    stop_token_ids: Iterable[int],
     weight_version: int = 0,
 ) -> RolloutBatch:
     """The one place that defines a completion's extent, for every engine: row i is

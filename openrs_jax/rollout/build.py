@@ -158,6 +158,7 @@ def _build_vllm(spec: EngineSpec, model: Any, eos_token_ids: Sequence[int], pad_
             server.start()
             closers.append(server.stop)
             url = server.url
+        assert url is not None  # opts.url, or the server just launched (checked above: one of them)
         engine = VLLMEngine(url, sync_dir=str(opts.sync_dir or work_dir / "vllm_weights"),
                             eos_token_ids=eos_token_ids, pad_token_id=pad_token_id, api_key=opts.api_key,
                             retry=RetryPolicy(timeout=opts.timeout_s), logprobs_mode=opts.logprobs_mode)

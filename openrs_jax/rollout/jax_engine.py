@@ -297,6 +297,7 @@ class JaxEngine(RolloutEngine):
         return shd.batch_sharding(self.mesh, self.rules, ndim)
 
     def _state_sharding(self, x):
+        assert self.mesh is not None  # decode state is placed only on a mesh
         if x.ndim == 0:
             return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
         return self._batch_sharding(x.ndim)
@@ -442,13 +443,14 @@ class JaxEngine(RolloutEngine):
         tokens_out = np.full((len(rows), sampling.max_new_tokens), self.pad_token_id, np.int32)
         logps_out = np.zeros((len(rows), sampling.max_new_tokens), np.float32)
         versions_out = np.full((len(rows), sampling.max_new_tokens), -1, np.int32)
+        progress = self.progress
         with CompileCounter() as compiles:
             for start in range(0, len(rows), self.max_batch_size):
                 chunk = list(range(start, min(start + self.max_batch_size, len(rows))))
                 report = None
-                if self.progress is not None:  # rows finished so far, over all chunks
+                if progress is not None:  # rows finished so far, over all chunks
                     total = len(rows)
-                    report = lambda done, start=start, total=total: self.progress(start + done, total)
+                    report = lambda done, start=start, total=total: progress(start + done, total)
                 toks, lps, t_prefill, step_versions = self._generate_rows([rows[i] for i in chunk], chunk, sampling,
                                                                           report)
                 versions_out[chunk] = step_versions[None, :]

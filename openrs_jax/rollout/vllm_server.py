@@ -328,6 +328,12 @@ class VLLMServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def wait(self) -> int:
+        """Blocks until the started server exits; its exit code."""
+        if self.proc is None:
+            raise VLLMServerError(f"server at {self.url} was not started")
+        return int(self.proc.wait())
+
     def stop(self, timeout: float = 30.0, sig: int = signal.SIGTERM) -> None:
         """Stops the server: `sig` to its whole process group, SIGKILL after `timeout` s, and
         waits until no process of the group is left. Safe to call twice."""

@@ -8,6 +8,8 @@
     trainer.py    the loop: steps, logging, validation, checkpoints, signals
 """
 
+from typing import TYPE_CHECKING
+
 from openrs_jax.trainer.state import TrainState, step_seed
 from openrs_jax.trainer.step import (
     LossSettings,
@@ -19,6 +21,9 @@ from openrs_jax.trainer.step import (
     lr_schedule,
     make_optimizer,
 )
+
+if TYPE_CHECKING:  # imported lazily below; named here for type checkers
+    from openrs_jax.trainer.trainer import Trainer
 
 __all__ = [
     "LossSettings",

@@ -85,7 +85,7 @@ class Experience:
     step: int
     examples: list[dict]
     batch: RolloutBatch
-    scores: Scores | concurrent.futures.Future | Callable[[], Scores]
+    scores: Scores | concurrent.futures.Future[Scores] | Callable[[], Scores]
     data: dict[str, Any]
     policy_step: int
     times: dict[str, float] = dataclasses.field(default_factory=dict)
@@ -97,11 +97,13 @@ class Experience:
     def wait_scores(self) -> Scores:
         """The rewards: awaited (scored in a background thread) or computed now, in the calling
         thread (deferred: rewards that must run in the main thread)."""
-        if isinstance(self.scores, concurrent.futures.Future):
-            self.scores = self.scores.result()
-        elif callable(self.scores):
-            self.scores = self.scores()
-        return self.scores
+        scores = self.scores
+        if isinstance(scores, concurrent.futures.Future):
+            scores = scores.result()
+        elif not isinstance(scores, Scores):
+            scores = scores()
+        self.scores = scores
+        return scores
 
 
 def _pack(a: np.ndarray) -> dict[str, Any]:
@@ -318,9 +320,9 @@ def learn(run: Run, state: TrainState, exp: Experience, timer: PhaseTimer) -> tu
     train_batch = dataclasses.replace(train_batch, advantages=jax.device_put(advantages, shardings.advantages))
 
     # 7. The update (μ passes over the batch; one with Open-RS).
-    params, opt_state = state.params, state.opt_state
     with timer("update"):
-        for _ in range(cfg.grpo.num_iterations):
+        params, opt_state, m = policy.train_step(state.params, state.opt_state, train_batch)
+        for _ in range(cfg.grpo.num_iterations - 1):
             params, opt_state, m = policy.train_step(params, opt_state, train_batch)
         m = jax.device_get(m)
     applied = bool(m["update_applied"] >= 1.0)

@@ -172,7 +172,9 @@ class AsyncSchedule(Schedule):
             while not self._stop.is_set():
                 timer = PhaseTimer()
                 self._take_weights(timer)
-                exp = collect(self.run, step, cursor, policy_step=self._engine_step)
+                engine_step = self._engine_step
+                assert engine_step is not None  # _start sets it before starting this thread
+                exp = collect(self.run, step, cursor, policy_step=engine_step)
                 versions = exp.batch.token_versions
                 if versions is not None and (versions >= 0).any():
                     exp.policy_step = int(versions[versions >= 0].min())  # the oldest weights it used

@@ -269,8 +269,8 @@ def restore_state(checkpointer: RunCheckpointer, initial: TrainState, log: Calla
 def learning_rate_at(cfg: RunConfig, step: int) -> float:
     """The learning rate of optimizer step `step` + 1 (the schedule at count `step`)."""
     o = cfg.optim
-    return float(lr_schedule(o.learning_rate, o.max_steps, o.num_warmup_steps, o.lr_scheduler_type,
-                             o.min_lr_rate)(step))
+    schedule = lr_schedule(o.learning_rate, o.max_steps, o.num_warmup_steps, o.lr_scheduler_type, o.min_lr_rate)
+    return float(jnp.asarray(schedule(step)))
 
 
 def build_run(cfg: RunConfig, *, meshes: tuple[jax.sharding.Mesh, jax.sharding.Mesh | None], run_dir: pathlib.Path,

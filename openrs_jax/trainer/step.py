@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable
+from typing import Any, Callable, Generic, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -32,19 +32,24 @@ from flax import nnx
 from openrs_jax import grpo
 
 
+# A TrainBatch's arrays: host numpy as `build_train_batch` makes it, device arrays once it is
+# placed on the mesh (and inside the jitted phases).
+ArrayT = TypeVar("ArrayT", np.ndarray, jax.Array)
+
+
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
-class TrainBatch:
+class TrainBatch(Generic[ArrayT]):
     """One optimizer step's data. Optional fields are None when unused (static in the jit)."""
 
-    tokens: jax.Array  # [B, T] int32: prompt ++ completion ++ pad
-    prompt_lengths: jax.Array  # [B] int32
-    completion_mask: jax.Array  # [B, C] float32
-    advantages: jax.Array  # [B] float32
-    seq_weights: jax.Array  # [B] float32
-    ref_logps: jax.Array | None = None  # [B, C]
-    old_logps: jax.Array | None = None  # [B, C]
-    sampling_logps: jax.Array | None = None  # [B, C]
+    tokens: ArrayT  # [B, T] int32: prompt ++ completion ++ pad
+    prompt_lengths: ArrayT  # [B] int32
+    completion_mask: ArrayT  # [B, C] float32
+    advantages: ArrayT  # [B] float32
+    seq_weights: ArrayT  # [B] float32
+    ref_logps: ArrayT | None = None  # [B, C]
+    old_logps: ArrayT | None = None  # [B, C]
+    sampling_logps: ArrayT | None = None  # [B, C]
 
     @property
     def completion_length(self) -> int:
@@ -100,7 +105,7 @@ def build_train_batch(
     total_length: int,
     completion_length: int,
     sampling_logps: np.ndarray | None = None,
-) -> TrainBatch:
+) -> TrainBatch[np.ndarray]:
     """Lays out B = P·G rows: row b = prompt b // G, then its completion, then padding up to
     T = `total_length`; the completion-aligned arrays are `completion_length` wide. Both are
     bucketed by the caller so the update compiles once per bucket, not once per step. Rows
@@ -126,7 +131,7 @@ def build_train_batch(
     cmask[:, :c_in] = completion_mask
     seq_w = np.asarray(
         grpo.sequence_weights(
-            cmask, loss_type=loss.loss_type, num_generations=num_generations,
+            jnp.asarray(cmask), loss_type=loss.loss_type, num_generations=num_generations,
             max_completion_length=loss.max_completion_length,
         ),
         np.float32,
@@ -199,7 +204,7 @@ def make_optimizer(
 
 # ---------------------------------------------------------------------- log-probs
 def completion_logps(
-    model, batch: TrainBatch, loss: LossSettings, *, entropy: bool = False
+    model, batch: TrainBatch[jax.Array], loss: LossSettings, *, entropy: bool = False
 ) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Per-token log-probs [B, C] of the completion tokens under `model` (float32)."""
     c = batch.completion_length
@@ -245,7 +250,7 @@ def build_logps_fn(graphdef: nnx.GraphDef, loss: LossSettings, num_micro: int) -
     """jit(params, batch) → log-probs [B, C] in `num_micro` sequential micro-batches (the
     reference pass, and the old-policy pass when μ > 1)."""
 
-    def logprob_pass(params, batch: TrainBatch):  # the name compile lines show
+    def logprob_pass(params, batch: TrainBatch[jax.Array]):  # the name compile lines show
         model = nnx.merge(graphdef, params)
         micro = _split_micro(dataclasses.replace(batch, ref_logps=None, old_logps=None, sampling_logps=None), num_micro)
         return _merge_micro(jax.lax.map(lambda mb: completion_logps(model, mb, loss), micro))
@@ -273,10 +278,10 @@ def build_train_step(
     """jit(params, opt_state, batch) → (params, opt_state, metrics), params and optimizer state
     donated; with shardings given, outputs keep the inputs' layout."""
 
-    def micro_loss(params, mb: TrainBatch):
+    def micro_loss(params, mb: TrainBatch[jax.Array]):
         model = nnx.merge(graphdef, params)
         out = completion_logps(model, mb, loss, entropy=loss.log_entropy)
-        logps, ent = out if loss.log_entropy else (out, None)
+        logps, ent = out if isinstance(out, tuple) else (out, None)  # a pair when loss.log_entropy
         return grpo.grpo_loss(
             logps,
             mb.old_logps,
@@ -299,7 +304,7 @@ def build_train_step(
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
-    def grpo_update(params, opt_state, batch: TrainBatch):  # the name compile lines show
+    def grpo_update(params, opt_state, batch: TrainBatch[jax.Array]):  # the name compile lines show
         micro = _split_micro(batch, num_micro)
         zeros = jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params)
 

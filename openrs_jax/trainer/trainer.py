@@ -83,6 +83,7 @@ class Trainer:
         self.primary = dist.is_primary()
         self.stream = stream or (sys.stdout if self.primary else open(os.devnull, "w"))  # noqa: SIM115
         self.resume = resume or cfg.checkpoint.resume
+        assert cfg.checkpoint.output_dir is not None  # RunConfig defaults it to checkpoints/<run_name>
         self.run_dir = pathlib.Path(cfg.checkpoint.output_dir).expanduser().absolute()
         self.run_parts: setup.Run | None = None
         self.state: TrainState | None = None
@@ -94,6 +95,12 @@ class Trainer:
         self._closers: list[Callable[[], None]] = []
         if self.stream is not sys.stdout and stream is None:
             self._closers.append(self.stream.close)
+
+    def _built(self) -> tuple[setup.Run, TrainState, Schedule, Sinks]:
+        """The run's parts and its current state, which `_setup` builds (`run` calls it first)."""
+        if self.run_parts is None or self.state is None or self.schedule is None or self.sinks is None:
+            raise RuntimeError("the trainer is not set up: Trainer.run() builds the run first")
+        return self.run_parts, self.state, self.schedule, self.sinks
 
     def _print(self, msg: str) -> None:
         if self.progress is not None:  # above the bar, never through it
@@ -214,25 +221,27 @@ class Trainer:
             self.close()
 
     def _loop(self) -> dict[str, float]:
-        cfg, run = self.cfg, self.run_parts
+        cfg = self.cfg
+        run, state, schedule, sinks = self._built()
         last: dict[str, float] = {}
-        if self.state.step >= cfg.optim.max_steps:
-            self._print(f"[openrs] run already finished at step {self.state.step} (max_steps {cfg.optim.max_steps})")
+        if state.step >= cfg.optim.max_steps:
+            self._print(f"[openrs] run already finished at step {state.step} (max_steps {cfg.optim.max_steps})")
             return last
-        self._print(f"[openrs] training steps {self.state.step + 1}..{cfg.optim.max_steps}: "
+        self._print(f"[openrs] training steps {state.step + 1}..{cfg.optim.max_steps}: "
                     f"{cfg.optim.num_prompts_per_step} prompts x {cfg.grpo.num_generations} generations, "
                     f"{run.policy.num_micro} micro-batches; run dir {self.run_dir}")
         # Steps with an ETA: a bar on a terminal, a periodic line in logs (openrs_jax.progress).
-        self.progress = Progress(cfg.optim.max_steps, "train", unit="step", stream=self.stream,
-                                 initial=self.state.step, interval_s=60.0)
-        if self.sinks.logger is not None:  # process 0
-            self.sinks.logger.progress = self.progress
+        self.progress = progress = Progress(cfg.optim.max_steps, "train", unit="step", stream=self.stream,
+                                            initial=state.step, interval_s=60.0)
+        if sinks.logger is not None:  # process 0
+            sinks.logger.progress = progress
         self._closers.append(self._close_progress)
-        while self.state.step < cfg.optim.max_steps:
-            self.state, exp, metrics = grpo_step(run, self.state, self.schedule)
-            step = self.state.step
+        while state.step < cfg.optim.max_steps:
+            state, exp, metrics = grpo_step(run, state, schedule)
+            self.state = state
+            step = state.step
             self._last_metrics = metrics
-            self.progress.update_to(step, postfix=f"reward {metrics.get('reward', float('nan')):.3g}")
+            progress.update_to(step, postfix=f"reward {metrics.get('reward', float('nan')):.3g}")
             last = metrics
             nonfinite = metrics["update_applied"] < 1.0
             result = self._validate(step) if not nonfinite else None
@@ -247,17 +256,17 @@ class Trainer:
             if nonfinite:
                 self._print(f"[openrs] step {step}: non-finite loss or gradient (loss {metrics.get('loss')}, "
                             f"grad_norm {metrics.get('grad_norm')}); update skipped "
-                            f"({self.state.nonfinite_run}/{cfg.optim.max_nonfinite_steps} in a row)")
-                if self.state.nonfinite_run >= cfg.optim.max_nonfinite_steps:
+                            f"({state.nonfinite_run}/{cfg.optim.max_nonfinite_steps} in a row)")
+                if state.nonfinite_run >= cfg.optim.max_nonfinite_steps:
                     run.checkpointer.wait()
                     raise NonFiniteError(
-                        f"{self.state.nonfinite_run} consecutive non-finite steps (last: step {step}); stopped. "
+                        f"{state.nonfinite_run} consecutive non-finite steps (last: step {step}); stopped. "
                         f"Last good checkpoint: step {run.checkpointer.latest_step()} in {run.checkpointer.directory}"
                     )
             stopping = self._stop_requested()
             if step % cfg.checkpoint.save_steps == 0 or step == cfg.optim.max_steps or stopping or result:
                 self._save()
-            if result is not None and self.sinks.best.update(step, result):
+            if result is not None and sinks.best.update(step, result):
                 # Recorded after the save so the `best` link points at a real checkpoint.
                 self._print(f"[openrs] step {step}: new best validation score {result['score']:.4f}")
             if stopping:
@@ -279,46 +288,51 @@ class Trainer:
         return signum is not None
 
     def _validate(self, step: int) -> dict[str, Any] | None:
-        v = self.sinks.validator
+        run, state, schedule, sinks = self._built()
+        v = sinks.validator
         if v is None or not (step % self.cfg.validation.eval_steps == 0 or step == self.cfg.optim.max_steps):
             return None
-        self.schedule.quiesce(self.state, PhaseTimer())  # the engine is idle, with the newest weights
-        return v.evaluate(self.run_parts.engine, step=step)
+        schedule.quiesce(state, PhaseTimer())  # the engine is idle, with the newest weights
+        return v.evaluate(run.engine, step=step)
 
     def _log(self, step: int, metrics: dict[str, float], exp: Experience, *, force: bool) -> None:
         cfg = self.cfg
-        if self.sinks.logger is None:  # not process 0
+        _, _, _, sinks = self._built()
+        if sinks.logger is None:  # not process 0
             return
         if force or step % cfg.log.logging_steps == 0 or step == cfg.optim.max_steps:
-            self.sinks.logger.log(step, metrics)  # a skipped step is always logged
-        if self.sinks.completions is not None and step % cfg.log.logging_steps == 0:
-            self._log_completions(step, exp)
+            sinks.logger.log(step, metrics)  # a skipped step is always logged
+        if sinks.completions is not None and step % cfg.log.logging_steps == 0:
+            self._log_completions(step, exp, sinks.logger, sinks.completions)
 
-    def _log_completions(self, step: int, exp: Experience) -> None:
+    def _log_completions(self, step: int, exp: Experience, logger: MetricsLogger, completions: JsonlWriter) -> None:
         g = self.cfg.grpo.num_generations
-        scores, advantages = exp.wait_scores(), exp.advantages
-        names = self.run_parts.rewards.names
+        scores, advantages, truncated = exp.wait_scores(), exp.advantages, exp.truncated
+        if advantages is None or truncated is None:
+            raise RuntimeError(f"step {step}'s experience was not learned from (no advantages)")
+        run, _, _, _ = self._built()
+        names = run.rewards.names
         table = []
         for i, text in enumerate(scores.texts):
             row = {"step": step, "prompt": exp.examples[i // g].get("prompt_text", ""), "completion": text,
-                   "advantage": float(advantages[i]), "truncated": bool(exp.truncated[i])}
+                   "advantage": float(advantages[i]), "truncated": bool(truncated[i])}
             rewards = {}
             for r, name in enumerate(names):
                 value = scores.per_reward[i, r]
                 rewards[name] = None if math.isnan(value) else float(value)
-            self.sinks.completions.write({**row, **{f"rewards/{k}": v for k, v in rewards.items()}})
+            completions.write({**row, **{f"rewards/{k}": v for k, v in rewards.items()}})
             # W&B: TRL's columns (step, prompt, completion, one per reward function, advantage).
             table.append({"step": step, "prompt": row["prompt"], "completion": text, **rewards,
                           "advantage": row["advantage"]})
-        self.sinks.logger.log_table(step, table, unique_prompts=self.cfg.log.log_unique_prompts)
+        logger.log_table(step, table, unique_prompts=self.cfg.log.log_unique_prompts)
         for i in range(min(self.cfg.log.num_completions_to_print, len(scores.texts))):
             self._print(f"[openrs] step {step} completion {i}: {scores.texts[i][:500]!r}")
 
     def _save(self) -> None:
-        state = self.state
-        in_flight = self.schedule.in_flight()  # the next batch, when sampled ahead (one-step-off)
+        run, state, schedule, _ = self._built()
+        in_flight = schedule.in_flight()  # the next batch, when sampled ahead (one-step-off)
         state.in_flight = None if in_flight is None else experience_to_json(in_flight)
-        self.run_parts.checkpointer.save(state.step, state.params, state.opt_state,
+        run.checkpointer.save(state.step, state.params, state.opt_state,
                                          state.meta(seed=self.cfg.seed, run_name=self.cfg.run_name))
         if self.cfg.checkpoint.save_hf:
             self._save_hf_snapshot()
@@ -335,29 +349,31 @@ class Trainer:
         if jax.process_count() > 1:  # the export gathers every parameter on this host
             self._print("[openrs] warning: checkpoint.save_hf is single-host only; no HF snapshot written")
             return
-        cfg, run, step = self.cfg, self.run_parts, self.state.step
+        run, state, _, _ = self._built()
+        cfg, step = self.cfg, state.step
         ckpt = run.checkpointer
         keep = None
         if cfg.checkpoint.save_total_limit is not None:
             keep = set(ckpt.all_steps()) | set(ckpt.protect() if ckpt.protect else ())
         card = model_card(run_name=cfg.run_name, step=step, config_yaml=dump_yaml(cfg),
                           base_model=cfg.model.name_or_path, metrics=self._last_metrics)
-        out = write_hf_snapshot(self.run_dir, step, run.policy.model(self.state.params), run.tokenizer,
+        out = write_hf_snapshot(self.run_dir, step, run.policy.model(state.params), run.tokenizer,
                                 dtype=cfg.model.dtype or None, model_card=card,
                                 generation_config=source_generation_config(cfg.model.name_or_path), keep=keep)
         self._print(f"[openrs] step {step}: HF snapshot {out}")
 
     def _save_after_failure(self) -> str:
         """Tries to checkpoint the current state after a failed log write; says what it got."""
-        ckpt = self.run_parts.checkpointer
+        run, state, _, _ = self._built()
+        ckpt = run.checkpointer
         if dist.process_count() > 1:  # a save needs every process, and the others are a step ahead
             return f"not saved (several processes); last complete checkpoint: {ckpt.latest_step()}"
         try:
             self._save()
             ckpt.wait()
-            return f"the checkpoint of step {self.state.step} was saved: fix the disk, then --resume"
+            return f"the checkpoint of step {state.step} was saved: fix the disk, then --resume"
         except (CheckpointError, OSError) as e:
-            return f"saving step {self.state.step} failed too ({e}); last complete checkpoint: {ckpt.latest_step()}"
+            return f"saving step {state.step} failed too ({e}); last complete checkpoint: {ckpt.latest_step()}"
 
     def _finish(self) -> None:
         if not self.primary:

@@ -145,6 +145,9 @@ def _config(family, **fields):
     (dict(layer_types=["full_attention", "sliding_attention"]), "sliding-window"),
     (dict(rope_scaling={"rope_type": "yarn", "factor": 4.0}), "yarn"),
     (dict(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 1e4}), "dynamic"),
+    # llama3 scaling with no original length anywhere (nor max_position_embeddings to fall back on)
+    (dict(rope_scaling={k: v for k, v in LLAMA3_ROPE.items() if k != "original_max_position_embeddings"}),
+     "needs original_max_position_embeddings"),
     (dict(hidden_act="gelu"), "hidden_act"),
     (dict(model_type="mistral"), "mistral"),
 ])
