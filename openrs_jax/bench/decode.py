@@ -96,14 +96,15 @@ def _hf_run(batch: int, prompt: int, new: int, repeats: int, layers: int | None 
     cfg = deepseek_r1_distill_qwen_1p5b(**({} if layers is None else {"num_layers": layers}))
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = Qwen2ForCausalLM(common.hf_qwen2_config(cfg, attn_implementation="sdpa")).to(torch.bfloat16).eval()
+        model = Qwen2ForCausalLM(common.hf_qwen2_config(cfg, attn_implementation="sdpa")).to(torch.bfloat16).eval()  # pyright: ignore[reportArgumentType]  (transformers types .to() as nn.Module's __call__)
     ids = torch.tensor(common.np_random_tokens(batch, prompt, 150000), device="cuda")
     mask = torch.ones_like(ids)
 
     def gen():
         with torch.no_grad():
-            return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
-                                  do_sample=True, temperature=0.7, top_p=1.0, top_k=0, pad_token_id=0)
+            return model.generate(  # pyright: ignore[reportAttributeAccessIssue]  (GenerationMixin, untyped)
+                input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
+                do_sample=True, temperature=0.7, top_p=1.0, top_k=0, pad_token_id=0)
 
     out = gen()  # warm-up
     torch.cuda.synchronize()

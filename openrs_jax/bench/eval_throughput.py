@@ -30,7 +30,7 @@ from openrs_jax.bench import common
 
 
 def run(args: argparse.Namespace) -> dict:
-    from openrs_jax.data import load_tokenizer
+    from openrs_jax.data import eos_and_pad, load_tokenizer
     from openrs_jax.eval import benchmarks as bm
     from openrs_jax.eval import grading
     from openrs_jax.eval.runner import EvalSettings, evaluate_benchmark, make_formatter
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     model = create_sharded(cfg, seed=0)
     init_s = time.perf_counter() - t0
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    _, pad = eos_and_pad(tokenizer, cfg.eos_token_id)  # the rule evaluation uses
     # No EOS: every row decodes exactly max_new_tokens (see the module docstring).
     engine = JaxEngine(model, eos_token_ids=[], pad_token_id=pad, max_batch_size=args.max_batch_size,
                        prompt_bucket=args.prompt_bucket, pow2_rows=True)  # as the evaluate CLI

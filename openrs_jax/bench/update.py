@@ -92,6 +92,7 @@ def _jax_loss_settings(spec: Spec):
 
 def _jax_batch(spec: Spec, cfg, with_ref: bool, mesh=None):
     import jax
+    import jax.numpy as jnp
 
     from openrs_jax import grpo
     from openrs_jax import sharding as shd
@@ -99,7 +100,8 @@ def _jax_batch(spec: Spec, cfg, with_ref: bool, mesh=None):
 
     host = synthetic_batch(cfg.vocab_size, spec.rows, spec.seq, spec.prompt)
     seq_w = np.asarray(
-        grpo.sequence_weights(host["completion_mask"], loss_type="openrs", num_generations=num_generations(spec.batch)),
+        grpo.sequence_weights(jnp.asarray(host["completion_mask"]), loss_type="openrs",
+                              num_generations=num_generations(spec.batch)),
         np.float32,
     )
     batch = TrainBatch(
@@ -170,8 +172,9 @@ def jax_update(spec: Spec) -> dict[str, Any]:
     cfg, compiled, params, opt_state, batch, compile_s = build_jax_update(spec)
     plan = _memory_plan(compiled)
 
-    metrics = None
-    for _ in range(spec.warmup):
+    # The warm-up runs at least once (Spec.warmup >= 1): `metrics` below is that run's.
+    params, opt_state, metrics = compiled(params, opt_state, batch)
+    for _ in range(spec.warmup - 1):
         params, opt_state, metrics = compiled(params, opt_state, batch)
     jax.block_until_ready((params, opt_state, metrics))
     times = []

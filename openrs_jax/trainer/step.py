@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -246,7 +246,7 @@ def _merge_micro(x: jax.Array) -> jax.Array:
     return x.swapaxes(0, 1).reshape((-1,) + x.shape[2:])
 
 
-def build_logps_fn(graphdef: nnx.GraphDef, loss: LossSettings, num_micro: int) -> Callable:
+def build_logps_fn(graphdef: nnx.GraphDef, loss: LossSettings, num_micro: int) -> jax.stages.Wrapped:
     """jit(params, batch) → log-probs [B, C] in `num_micro` sequential micro-batches (the
     reference pass, and the old-policy pass when μ > 1)."""
 
@@ -274,7 +274,7 @@ def build_train_step(
     *,
     param_shardings: Any = None,
     opt_shardings: Any = None,
-) -> Callable:
+) -> jax.stages.Wrapped:
     """jit(params, opt_state, batch) → (params, opt_state, metrics), params and optimizer state
     donated; with shardings given, outputs keep the inputs' layout."""
 
