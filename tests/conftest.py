@@ -14,12 +14,19 @@ import pathlib
 import pytest
 from jaxtyping import install_import_hook
 
-# Every annotation of these modules is checked at run time, shapes included (jaxtyping binds
-# the README's shape letters per call; beartype checks the types): a function called with a
-# wrong shape or type raises in the tests. Installed before anything imports them (this
-# conftest is imported first, in the main process and in every xdist worker); CLIs run as
-# subprocesses are not checked.
-CHECKED_MODULES = ("openrs_jax.grpo", "openrs_jax.model", "openrs_jax.rollout.sampling")
+# Every annotation of the modules with array annotations is checked at run time, shapes
+# included (jaxtyping binds the README's shape letters per call; beartype checks the types): a
+# function called with a wrong shape or type raises in the tests. Installed before anything
+# imports them (this conftest is imported first, in the main process and in every xdist
+# worker); CLIs run as subprocesses are not checked.
+CHECKED_MODULES = (
+    "openrs_jax.grpo",
+    "openrs_jax.model.attention",
+    "openrs_jax.model.causal_lm",
+    "openrs_jax.model.decode_attention",
+    "openrs_jax.model.layers",
+    "openrs_jax.rollout.sampling",
+)
 install_import_hook(CHECKED_MODULES, "beartype.beartype")
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
