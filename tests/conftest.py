@@ -46,7 +46,8 @@ def unchecked():
     validation, which callers outside the tests (unchecked) rely on."""
     import jaxtyping
 
+    before = jaxtyping.config.jaxtyping_disable
     jaxtyping.config.update("jaxtyping_disable", True)
     yield
-    jaxtyping.config.update("jaxtyping_disable", False)
+    jaxtyping.config.update("jaxtyping_disable", before)
 
