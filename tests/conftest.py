@@ -12,6 +12,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pathlib
 
 import pytest
+from jaxtyping import install_import_hook
+
+# Every annotation of the modules with array annotations is checked at run time, shapes
+# included (jaxtyping binds the README's shape letters per call; beartype checks the types): a
+# function called with a wrong shape or type raises in the tests. Installed before anything
+# imports them (this conftest is imported first, in the main process and in every xdist
+# worker); CLIs run as subprocesses are not checked.
+CHECKED_MODULES = (
+    "openrs_jax.grpo",
+    "openrs_jax.model.attention",
+    "openrs_jax.model.causal_lm",
+    "openrs_jax.model.decode_attention",
+    "openrs_jax.model.layers",
+    "openrs_jax.rollout.sampling",
+)
+install_import_hook(CHECKED_MODULES, "beartype.beartype")
 
 SHARED_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -22,4 +38,16 @@ def shared_data() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"{SHARED_DATA} not found: tests expect ../shared/data beside the repository")
     return SHARED_DATA
+
+
+@pytest.fixture
+def unchecked():
+    """Run-time annotation checks off for one test: for tests of a function's own argument
+    validation, which callers outside the tests (unchecked) rely on."""
+    import jaxtyping
+
+    before = jaxtyping.config.jaxtyping_disable
+    jaxtyping.config.update("jaxtyping_disable", True)
+    yield
+    jaxtyping.config.update("jaxtyping_disable", before)
 

@@ -20,7 +20,7 @@ counted in the `num_completions_dropped` metric.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -16,11 +16,11 @@ than keeping them. At the Open-RS shape (micro-batch 6, T = 4096, V = 151,936) t
 logits are 15 GB; one chunk of 512 is 1.9 GB.
 
 The backward pass of a chunk, with p = softmax(z) and g, e the cotangents of logp and H:
-    dz = g·(onehot(y) − p) − e·p·(log p + H)          one fused pass over [B, c, V]
+    dz = g·(onehot(y) − p) − e·p·(log p + H)          one fused pass over [B, chunk, V]
     dh = (dz/τ) @ Wᵀ,   dW = hᵀ @ (dz/τ)              two matmuls in `compute_dtype`
 It exists for speed: differentiating the float32-accumulated matmul with autodiff gives a
 float32 cotangent, so both backward matmuls ran as float32 (TF32) products, ~3× slower than
-bf16 on an H100, and the log-softmax backward took several passes over [B, c, V]
+bf16 on an H100, and the log-softmax backward took several passes over [B, chunk, V]
 (docs/BENCHMARKS.md, issue 7).
 
 Precision: the matmuls run in `compute_dtype` (default: the dtype of `hidden`, bf16 in
@@ -41,6 +41,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import DTypeLike
 from jaxtyping import Array, Float, Int
 
 
@@ -85,7 +86,7 @@ def token_logprobs(
     temperature: float = 1.0,
     chunk_size: int = 512,
     return_entropy: bool = False,
-    compute_dtype: jnp.dtype | None = None,
+    compute_dtype: DTypeLike | None = None,
 ) -> Float[Array, "B T"] | tuple[Float[Array, "B T"], Float[Array, "B T"]]:
     """Chunked, rematerialised `log_softmax(hidden @ lm_head / τ)[targets]` (see module doc).
 
@@ -113,8 +114,8 @@ def token_logprobs(
     if pad:
         hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
         targets = jnp.pad(targets, ((0, 0), (0, pad)))
-    hidden_chunks = hidden.reshape(batch, num_chunks, chunk, dim).swapaxes(0, 1)  # [n, B, c, D]
-    target_chunks = targets.reshape(batch, num_chunks, chunk).swapaxes(0, 1)  # [n, B, c]
+    hidden_chunks = hidden.reshape(batch, num_chunks, chunk, dim).swapaxes(0, 1)  # [num_chunks, B, chunk, D]
+    target_chunks = targets.reshape(batch, num_chunks, chunk).swapaxes(0, 1)  # [num_chunks, B, chunk]
     one_chunk = _chunk_fn(temperature, compute_dtype, return_entropy)
 
     def body(carry, xs):
@@ -123,7 +124,7 @@ def token_logprobs(
 
     _, (logps, entropy) = jax.lax.scan(body, None, (hidden_chunks, target_chunks))
 
-    def unchunk(x):  # [n, B, c] -> [B, T]
+    def unchunk(x):  # [num_chunks, B, chunk] -> [B, T]
         return x.swapaxes(0, 1).reshape(batch, num_chunks * chunk)[:, :seq]
 
     logps = unchunk(logps)
@@ -141,11 +142,12 @@ def chunk_length(seq: int, chunk_size: int) -> int:
 
 
 def _chunk_fn(temperature: float, compute_dtype, entropy: bool):
-    """(h [B, c, D], W [D, V], y [B, c]) → (logp [B, c], H [B, c] or None) with the VJP of the
-    module docstring; residuals: h, W, y, logsumexp and H (no [B, c, V] array)."""
+    """(h [B, chunk, D], W [D, V], y [B, chunk]) → (logp [B, chunk], entropy [B, chunk] or None)
+    with the VJP of the module docstring; residuals: h, W, y, logsumexp and the entropy (no
+    [B, chunk, V] array). Einsum strings write the chunk's positions as t."""
 
     def logits(h, w):
-        z = jnp.einsum("bcd,dv->bcv", h.astype(compute_dtype), w.astype(compute_dtype),
+        z = jnp.einsum("btd,dv->btv", h.astype(compute_dtype), w.astype(compute_dtype),
                        preferred_element_type=jnp.float32)
         return z / temperature
 
@@ -174,8 +176,8 @@ def _chunk_fn(temperature: float, compute_dtype, entropy: bool):
         if entropy:
             dz = dz - g_ent[..., None] * p * (logp_all + ent[..., None])
         dz = (dz / temperature).astype(compute_dtype)
-        dh = jnp.einsum("bcv,dv->bcd", dz, w.astype(compute_dtype), preferred_element_type=jnp.float32)
-        dw = jnp.einsum("bcd,bcv->dv", h.astype(compute_dtype), dz, preferred_element_type=jnp.float32)
+        dh = jnp.einsum("btv,dv->btd", dz, w.astype(compute_dtype), preferred_element_type=jnp.float32)
+        dw = jnp.einsum("btd,btv->dv", h.astype(compute_dtype), dz, preferred_element_type=jnp.float32)
         return dh.astype(h.dtype), dw.astype(w.dtype), np.zeros(y.shape, jax.dtypes.float0)
 
     fn.defvjp(forward, bwd)

@@ -1,8 +1,8 @@
 """The GRPO objective: clipped surrogate + β·k3 KL, aggregated over tokens.
 
-Inputs are per-token arrays over the completion tokens ([B, T]; B = P·G rows, row b belongs to
-prompt b // G, T the padded completion length) and a mask m (1 up to and including the first
-EOS; truncated completions keep all their tokens). Notation: logp = log π_θ (differentiated),
+Inputs are per-token arrays over the completion tokens ([B, C]; B = P·G rows, row b belongs to
+prompt b // G, C the padded completion length, indexed by t) and a mask m (1 up to and
+including the first EOS; truncated completions keep all their tokens). Notation: logp = log π_θ (differentiated),
 old = log π_old (the policy that scored the rollouts), ref = log π_ref, samp = the sampler's
 log-probs (vLLM or our JAX sampler), A_b the advantage of row b, sg = stop-gradient.
 
@@ -62,7 +62,7 @@ Where we depart from the paper / TRL:
    averages the micro-batches, so a token's weight depends on how the batch was split; ours is
    the token mean over the full batch, identical to "dapo" (TRL's global `num_items_in_batch`).
    TRL's "bnpo" on one micro-batch equals ours.
-3. "dr_grpo" uses max_completion_length if given, else the padded width T of the mask passed
+3. "dr_grpo" uses max_completion_length if given, else the padded width C of the mask passed
    to `sequence_weights` (TRL always uses the config's max_completion_length).
 4. The log-probs that enter here are computed at temperature 1 by default (Open-RS), where
    newer TRL divides the logits by the sampling temperature (see `logprobs.py`).
@@ -80,7 +80,11 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+import numpy as np
+from jaxtyping import Array, Bool, Float
+
+# A completion mask as callers hold it: 0/1 floats or bools, on the host or the device.
+Mask = Float[Array | np.ndarray, "B C"] | Bool[Array | np.ndarray, "B C"]
 
 LossType = Literal["openrs", "grpo", "bnpo", "dr_grpo", "dapo"]
 LOSS_TYPES = ("openrs", "grpo", "bnpo", "dr_grpo", "dapo")
@@ -88,19 +92,19 @@ IS_LEVELS = ("token", "sequence")
 SAMPLING_IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 
 
-def kl_k3(logps: Float[Array, "B T"], ref_logps: Float[Array, "B T"]) -> Float[Array, "B T"]:
+def kl_k3(logps: Float[Array, "B C"], ref_logps: Float[Array, "B C"]) -> Float[Array, "B C"]:
     """k3 = exp(ref − logp) − (ref − logp) − 1 ≥ 0, an unbiased estimate of KL(π_θ ‖ π_ref)."""
     diff = ref_logps - logps
     return jnp.exp(diff) - diff - 1.0
 
 
 def importance_ratio(
-    logps: Float[Array, "B T"],
-    old_logps: Float[Array, "B T"] | None,
-    mask: Float[Array, "B T"],
+    logps: Float[Array, "B C"],
+    old_logps: Float[Array, "B C"] | None,
+    mask: Float[Array, "B C"],
     level: str = "token",
-) -> Float[Array, "B T"] | Float[Array, "B 1"]:
-    """ρ = exp(logp − old) per token ([B, T]), or the GSPO per-sequence ratio ([B, 1])."""
+) -> Float[Array, " B #C"]:
+    """ρ = exp(logp − old) per token ([B, C]), or the GSPO per-sequence ratio ([B, 1])."""
     if old_logps is None:
         old_logps = jax.lax.stop_gradient(logps)
     log_ratio = logps - old_logps
@@ -113,25 +117,26 @@ def importance_ratio(
 
 
 def clipped_surrogate(
-    ratio: Float[Array, "B T"],
-    advantages: Float[Array, "B 1"],
+    ratio: Float[Array, " B #C"],
+    advantages: Float[Array, " B #C"],
     epsilon_low: float,
     epsilon_high: float,
-) -> Float[Array, "B T"]:
-    """−min(ρ·A, clip(ρ, 1 − ε_low, 1 + ε_high)·A) (PPO's pessimistic clipped objective)."""
+) -> Float[Array, " B #C"]:
+    """−min(ρ·A, clip(ρ, 1 − ε_low, 1 + ε_high)·A) (PPO's pessimistic clipped objective); ρ
+    per token [B, C] or per sequence [B, 1], A per sequence [B, 1] or per token [B, C]."""
     clipped = jnp.clip(ratio, 1.0 - epsilon_low, 1.0 + epsilon_high)
     return -jnp.minimum(ratio * advantages, clipped * advantages)
 
 
 def sampling_is_weights(
-    old_logps: Float[Array, "B T"],
-    sampling_logps: Float[Array, "B T"],
-    mask: Float[Array, "B T"],
+    old_logps: Float[Array, "B C"],
+    sampling_logps: Float[Array, "B C"],
+    mask: Float[Array, "B C"],
     mode: str = "sequence_mask",
     cap: float | None = 3.0,
     cap_min: float | None = None,
-) -> Float[Array, "B T"] | Float[Array, "B 1"]:
-    """The sampler-mismatch weight w_IS of the module docstring ([B, T] or [B, 1]), no gradient.
+) -> Float[Array, " B #C"]:
+    """The sampler-mismatch weight w_IS of the module docstring ([B, C] or [B, 1]), no gradient.
 
     Defaults are TRL's (`vllm_importance_sampling_mode="sequence_mask"`, clip_max 3.0).
     """
@@ -152,7 +157,7 @@ def sampling_is_weights(
 
 
 def sequence_weights(
-    mask: Float[Array, "B T"],
+    mask: Mask,
     *,
     loss_type: str,
     num_generations: int | None = None,
@@ -186,7 +191,7 @@ def sequence_weights(
     raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
 
 
-def _seq_extreme(x: Float[Array, "B T"], mask: Float[Array, "B T"], reduce) -> Float[Array, ""]:
+def _seq_extreme(x: Float[Array, " B #C"], mask: Float[Array, "B C"], reduce) -> Float[Array, ""]:
     """TRL's `nanmin` / `nanmax` of the per-sequence token mean (`masked_seq_mean`): rows
     without tokens are skipped; NaN when no row has tokens. Sequence-level x is [B, 1]."""
     if x.shape[-1] == 1:
@@ -198,19 +203,19 @@ def _seq_extreme(x: Float[Array, "B T"], mask: Float[Array, "B T"], reduce) -> F
     return jnp.where(valid.any(), reduce(jnp.where(valid, per_seq, fill)), jnp.nan)
 
 
-def _masked_mean(x: Float[Array, "B T"], mask: Float[Array, "B T"]) -> Float[Array, ""]:
-    """TRL's `global_masked_mean`: token mean for [B, T], row mean for per-sequence [B, 1]."""
+def _masked_mean(x: Float[Array, " B #C"], mask: Float[Array, "B C"]) -> Float[Array, ""]:
+    """TRL's `global_masked_mean`: token mean for [B, C], row mean for per-sequence [B, 1]."""
     if x.shape[-1] == 1:
         return x.mean()
     return (x * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
 def grpo_loss(
-    logps: Float[Array, "B T"],
-    old_logps: Float[Array, "B T"] | None,
-    ref_logps: Float[Array, "B T"] | None,
-    advantages: Float[Array, " B"],
-    mask: Float[Array, "B T"],
+    logps: Float[Array, "B C"],
+    old_logps: Float[Array, "B C"] | None,
+    ref_logps: Float[Array, "B C"] | None,
+    advantages: Float[Array, " B"] | Float[Array, "B C"],
+    mask: Mask,
     *,
     beta: float,
     epsilon_low: float,
@@ -219,11 +224,11 @@ def grpo_loss(
     num_generations: int | None = None,
     max_completion_length: int | None = None,
     importance_sampling_level: str = "token",
-    sampling_logps: Float[Array, "B T"] | None = None,
+    sampling_logps: Float[Array, "B C"] | None = None,
     sampling_is_mode: str = "sequence_mask",
     sampling_is_cap: float | None = 3.0,
     sampling_is_cap_min: float | None = None,
-    entropy: Float[Array, "B T"] | None = None,
+    entropy: Float[Array, "B C"] | None = None,
     seq_weights: Float[Array, " B"] | None = None,
 ) -> tuple[Float[Array, ""], dict[str, Float[Array, ""]]]:
     """The GRPO loss of the module docstring, and TRL's metrics.
@@ -231,8 +236,8 @@ def grpo_loss(
     logps: log π_θ of the completion tokens (the only differentiated input).
     old_logps: log π_old, or None for one update per batch (ρ ≡ 1 with the right gradient).
     ref_logps: log π_ref; required when beta ≠ 0 (also used for the `kl` metric if given).
-    advantages: [B] (or [B, T]) from `group_advantages`.
-    mask: [B, T] completion mask (bool or 0/1).
+    advantages: [B] (or [B, C]) from `group_advantages`.
+    mask: [B, C] completion mask (bool or 0/1).
     sampling_logps: the sampler's log-probs; given → the IS correction of the docstring.
     entropy: per-token entropies, only for the `entropy` metric.
     seq_weights: [B] slice of `sequence_weights(full mask)` for gradient accumulation; None →
@@ -250,7 +255,7 @@ def grpo_loss(
     mask = jnp.asarray(mask, jnp.float32)
     logps = logps.astype(jnp.float32)
     advantages = jnp.asarray(advantages, jnp.float32)
-    adv = advantages[:, None] if advantages.ndim == 1 else advantages  # [B, 1] or [B, T]
+    adv = advantages[:, None] if advantages.ndim == 1 else advantages  # [B, 1] or [B, C]
     if beta != 0.0 and ref_logps is None:
         raise ValueError("beta != 0 needs ref_logps (the reference model's log-probs)")
     if seq_weights is None:
@@ -264,7 +269,7 @@ def grpo_loss(
         raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
 
     ratio = importance_ratio(logps, old_logps, mask, importance_sampling_level)
-    per_token = clipped_surrogate(ratio, adv, epsilon_low, epsilon_high)  # [B, T]
+    per_token = clipped_surrogate(ratio, adv, epsilon_low, epsilon_high)  # [B, C]
 
     metrics: dict[str, Float[Array, ""]] = {}
     if sampling_logps is not None:

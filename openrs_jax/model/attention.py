@@ -20,7 +20,8 @@ tokens go) and returns its updated `LayerCache`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, no_type_check
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,10 @@ from openrs_jax.model.layers import RMSNorm, Rope, apply_rope, param
 _MASK_VALUE = -0.7 * float(jnp.finfo(jnp.float32).max)
 
 
+# The caches' annotations say what a forward holds; they are not checked at construction
+# (`no_type_check` keeps the tests' import hook off them): JAX rebuilds a pytree with any
+# leaves (None, shardings, abstract values) when it maps over it.
+@no_type_check
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class LayerCache:
@@ -45,6 +50,7 @@ class LayerCache:
     v: Float[Array, "B K S H"]
 
 
+@no_type_check
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class KVCache:
@@ -123,12 +129,12 @@ def xla_attention(
         # XLA:CPU has no bf16 × bf16 → f32 kernel for these batched dots; on CPU attention
         # runs in float32 (GPUs take bf16 operands with float32 accumulation).
         q, k, v = q.astype(jnp.float32), k.astype(jnp.float32), v.astype(jnp.float32)
-    qg = q.reshape(b, t, kv, n // kv, h)  # [B, T, K, G, H]
-    scores = jnp.einsum("btkgh,bksh->bkgts", qg, k, preferred_element_type=jnp.float32)
+    qg = q.reshape(b, t, kv, n // kv, h)  # [B, T, K, Q, H]
+    scores = jnp.einsum("btkqh,bksh->bkqts", qg, k, preferred_element_type=jnp.float32)
     scores = scores * (h**-0.5)
     scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, K, G, T, S]
-    out = jnp.einsum("bkgts,bksh->btkgh", probs, v, preferred_element_type=jnp.float32)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, K, Q, T, S]
+    out = jnp.einsum("bkqts,bksh->btkqh", probs, v, preferred_element_type=jnp.float32)
     return out.reshape(b, t, n, h).astype(out_dtype)
 
 
@@ -203,8 +209,9 @@ class Attention(nnx.Module):
         dt = self.dtype
         n, kvh, h = self.num_heads, self.num_kv_heads, self.head_dim
 
-        def proj(name, heads):  # [B, T, heads, H]
-            y = jnp.einsum("btd,de->bte", x, getattr(self, f"{name}_proj")[...].astype(dt))
+        def proj(name, heads):  # [B, T, N, H] for q, [B, T, K, H] for k and v
+            # [B, T, D] @ [D, heads·H]: a plain matmul, as the heads are flattened in the weight.
+            y = x @ getattr(self, f"{name}_proj")[...].astype(dt)
             if hasattr(self, f"{name}_bias"):
                 y = y + getattr(self, f"{name}_bias")[...].astype(dt)
             return y.reshape(b, t, heads, h)
@@ -220,7 +227,7 @@ class Attention(nnx.Module):
         else:
             new_cache = cache.write(k, v)
             out = attend(q, new_cache.k, new_cache.v)
-        out = jnp.einsum("bte,ed->btd", out.reshape(b, t, n * h), self.o_proj[...].astype(dt))
+        out = out.reshape(b, t, n * h) @ self.o_proj[...].astype(dt)  # [B, T, N·H] @ [N·H, D]
         if hasattr(self, "o_bias"):
             out = out + self.o_bias[...].astype(dt)
         return out, new_cache

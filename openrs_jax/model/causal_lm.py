@@ -162,7 +162,7 @@ class CausalLM(nnx.Module):
         *,
         return_hidden: bool = False,
         last_n: int | None = None,
-    ) -> Float[Array, "B T V"]:
+    ) -> Float[Array, "B T V"] | Float[Array, "B last_n V"] | Float[Array, "B T D"] | Float[Array, "B last_n D"]:
         """Logits [B, T, V] in float32 (or [B, last_n, V]; or hidden states [B, T, D] with
         `return_hidden=True`)."""
         hidden = self.hidden_states(tokens, positions, attention_mask)
@@ -189,7 +189,7 @@ class CausalLM(nnx.Module):
         last_n: int | None = None,
         decode_impl: str = "xla",
         active_rows: Bool[Array, " B"] | None = None,
-    ) -> tuple[Float[Array, "B T V"], KVCache]:
+    ) -> tuple[Float[Array, "B T V"] | Float[Array, "B last_n V"], KVCache]:
         """Prefill (T > 1) or decode (T = 1) step against a KV cache.
 
         The T new tokens go to slots [index, index + T). Query slot i attends to key slots

@@ -14,8 +14,9 @@ field named: sliding-window attention, MLP biases, partial rotary embeddings, Ro
 than default/linear/llama3, activations other than SiLU.
 
 Layer L0: no JAX here, so configs can be built, compared and serialised anywhere.
-Shape alphabet used across the model: B batch, T sequence, S key/cache length, D model,
-F mlp hidden, N query heads, K kv heads, H head dim, V vocab.
+Shape alphabet used across the model (README, "Shape alphabet"): B batch, T sequence, S
+key/cache slots, D model, F MLP hidden, N query heads, K kv heads, Q query heads per kv head
+(N = K·Q), H head dim, V vocab.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -51,14 +52,14 @@ DEFAULTS = {"block_k": 64, "num_warps": 4, "num_stages": 3, "n_split": None, "ta
 
 
 def _attend(start, end, q, k_ref, v_ref, lo, hi, *, block_k: int, scale: float):
-    """Online softmax over the cache blocks [lo, hi): (acc [G16, H], running max [G16] in log2
-    units, sum of exponentials [G16]), all float32, unnormalised."""
+    """Online softmax over the cache blocks [lo, hi): (acc [rows, H], running max [rows] in
+    log2 units, sum of exponentials [rows]; rows = Q padded to a power of two ≥ 16), all float32, unnormalised."""
     rows, head_dim = q.shape
 
     def body(i, carry):
         acc, m, l = carry
-        k = k_ref[pl.ds(i * block_k, block_k), :].astype(q.dtype)  # [bk, H] (a float8 cache widened)
-        s = plt.dot(q, k, trans_b=True) * (scale * _LOG2E)  # [G16, bk] float32, log2 units
+        k = k_ref[pl.ds(i * block_k, block_k), :].astype(q.dtype)  # [block_k, H] (a float8 cache widened)
+        s = plt.dot(q, k, trans_b=True) * (scale * _LOG2E)  # [rows, block_k] float32, log2 units
         slot = i * block_k + jnp.arange(block_k)
         valid = ((slot >= start) & (slot < end))[None, :]
         s = jnp.where(valid, s, _NEG)
@@ -128,14 +129,14 @@ def decode_attention(
     interpret: bool = False,
 ) -> Float[Array, "B N H"]:
     """softmax(q·kᵀ/√H)·v over the slots [start, end) of each row; query heads grouped over
-    the K kv heads (N = K·G). A row with start >= end reads no cache and gets zeros (the
+    the K kv heads (N = K·Q). A row with start >= end reads no cache and gets zeros (the
     sampler passes that for finished rows). Reads only the blocks of `block_k` slots that
     hold valid slots (default: DEFAULTS, or 64 / 32 / 16 where S is not a multiple of it), split evenly
     over `n_split` programs per row and kv head (default `default_n_split`; 1 when interpreted).
     `interpret=True` runs the kernel in Python (CPU tests)."""
     b, n, h = q.shape
     kv, s = k.shape[1], k.shape[2]
-    g = n // kv
+    q_per_kv = n // kv  # Q
     if block_k is None:
         block_k = next((c for c in (DEFAULTS["block_k"], 64, 32, 16) if s % c == 0), 0)
         if not block_k:
@@ -144,10 +145,10 @@ def decode_attention(
         raise ValueError(f"cache length {s} must be a multiple of block_k={block_k}")
     # The interpreter (CPU) runs the programs one after another: splitting only adds work.
     n_split = n_split or (1 if interpret else default_n_split(b, kv, s, block_k))
-    rows = max(_MIN_ROWS, pl.next_power_of_2(g))
-    qg = q.reshape(b, kv, g, h)
-    if rows != g:
-        qg = jnp.pad(qg, ((0, 0), (0, 0), (0, rows - g), (0, 0)))
+    rows = max(_MIN_ROWS, pl.next_power_of_2(q_per_kv))
+    qg = q.reshape(b, kv, q_per_kv, h)  # [B, K, Q, H]
+    if rows != q_per_kv:
+        qg = jnp.pad(qg, ((0, 0), (0, 0), (0, rows - q_per_kv), (0, 0)))
     num_warps = num_warps or DEFAULTS["num_warps"]
     num_stages = num_stages or DEFAULTS["num_stages"]
     params = plt.CompilerParams(num_warps=num_warps, num_stages=num_stages)
@@ -165,7 +166,7 @@ def decode_attention(
             out_shape=jax.ShapeDtypeStruct((b, kv, rows, h), q.dtype),
             compiler_params=params, interpret=interpret, name="decode_attention",
         )(*args)
-        return out[:, :, :g].reshape(b, n, h)
+        return out[:, :, :q_per_kv].reshape(b, n, h)
     acc, m, l = pl.pallas_call(
         functools.partial(_kernel, block_k=block_k, n_split=n_split, scale=h**-0.5),
         grid=(b, kv, n_split),
@@ -183,7 +184,7 @@ def decode_attention(
         compiler_params=params, interpret=interpret, name="decode_attention",
     )(*args)
     # Merge the splits: each holds an unnormalised sum under its own running max (log2 units).
-    acc, m, l = acc[:, :, :, :g], m[:, :, :, :g], l[:, :, :, :g]
+    acc, m, l = acc[:, :, :, :q_per_kv], m[:, :, :, :q_per_kv], l[:, :, :, :q_per_kv]
     m_all = m.max(axis=2, keepdims=True)
     w = jnp.exp2(m - m_all)  # an empty split has m = _NEG: weight 0 (or 1 with l = 0)
     denom = (l * w).sum(axis=2)

@@ -40,7 +40,7 @@ class RMSNorm(nnx.Module):
         self.eps = eps
         self.scale = param(rngs, (dim,), ("norm",), param_dtype, init="ones")
 
-    def __call__(self, x: Float[Array, "... D"]) -> Float[Array, "... D"]:
+    def __call__(self, x: Float[Array, "... dim"]) -> Float[Array, "... dim"]:
         """Normalises the last axis (D, or H for Qwen3's per-head q/k norms)."""
         x32 = x.astype(jnp.float32)
         var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
@@ -87,8 +87,8 @@ def rope_cos_sin(positions: Int[Array, "B T"], inv_freq: np.ndarray, dtype) -> R
     return Rope(jnp.cos(emb).astype(dtype), jnp.sin(emb).astype(dtype))
 
 
-def apply_rope(x: Float[Array, "B T N H"], rope: Rope) -> Float[Array, "B T N H"]:
-    """x·cos + rotate_half(x)·sin with rotate_half(x) = [-x₂, x₁]."""
+def apply_rope(x: Float[Array, "B T heads H"], rope: Rope) -> Float[Array, "B T heads H"]:
+    """x·cos + rotate_half(x)·sin with rotate_half(x) = [-x₂, x₁]; heads = N (q) or K (k)."""
     h = x.shape[-1] // 2
     rotated = jnp.concatenate([-x[..., h:], x[..., :h]], axis=-1)
     return x * rope.cos[:, :, None, :] + rotated * rope.sin[:, :, None, :]

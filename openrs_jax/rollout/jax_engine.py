@@ -75,14 +75,14 @@ def next_pow2(n: int) -> int:
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass
 class DecodeState:
-    """Loop carry. B rows; M = max new tokens."""
+    """Loop carry. B rows; C = max new tokens (the completion length)."""
 
     cache: KVCache
     token: jax.Array  # [B] token fed at the next step (the last prompt token at step 0)
     pos: jax.Array  # [B] position id of `token`
     done: jax.Array  # [B] bool
-    out_tokens: jax.Array  # [B, M] int32
-    out_logps: jax.Array  # [B, M] float32
+    out_tokens: jax.Array  # [B, C] int32
+    out_logps: jax.Array  # [B, C] float32
     keys: jax.Array  # [B, 2] per-row PRNG keys (raw uint32)
     step: jax.Array  # [] tokens generated so far
 
@@ -329,8 +329,8 @@ class JaxEngine(RolloutEngine):
         return fn
 
     def _chunk_fn(self, lay: _Layout):
-        """Prefill of one chunk: (params, state, tokens [B, C], positions, mask, start) -> state
-        with the chunk's keys and values in slots [start, start + C)."""
+        """Prefill of one chunk: (params, state, tokens [B, chunk], positions, mask, start) ->
+        state with the chunk's keys and values in slots [start, start + chunk)."""
         key = ("chunk", lay)
         if key in self._fns:
             return self._fns[key]

@@ -49,18 +49,18 @@ def _top_p_threshold(probs: Float[Array, "B V"], p: float) -> Float[Array, " B"]
     b = probs.shape[0]
     lo = jnp.zeros((b,), jnp.int32)  # exclusive: mass(prob > lo) >= p (or lo = 0)
     hi = jnp.full((b,), _ONE_BITS, jnp.int32)  # inclusive: mass(prob > hi) < p
-    m = jnp.arange(1, _TOP_P_FANOUT, dtype=jnp.int32)  # interior split points 1..F-1
+    m = jnp.arange(1, _TOP_P_FANOUT, dtype=jnp.int32)  # interior split points 1..fanout-1
     width = _ONE_BITS
-    while width > 1:  # static: 8 passes for F = 16
+    while width > 1:  # static: 8 passes for a fanout of 16
         step = -(-(hi - lo) // _TOP_P_FANOUT)  # ceil, per row
-        cand = jnp.minimum(lo[:, None] + step[:, None] * m[None], hi[:, None])  # [B, F-1]
+        cand = jnp.minimum(lo[:, None] + step[:, None] * m[None], hi[:, None])  # [B, fanout - 1]
         x = jax.lax.bitcast_convert_type(cand, jnp.float32)
         mass = jnp.sum(jnp.where(probs[:, None, :] > x[:, :, None], probs[:, None, :], 0.0), axis=-1)
         # edges = lo, cand..., hi; below[j] says mass(prob > edges[j + 1]) < p, monotone in j
         # (False...False True...True) and True at hi by the invariant: the answer lies in
         # (edges[first], edges[first + 1]].
-        edges = jnp.concatenate([lo[:, None], cand, hi[:, None]], axis=1)  # [B, F + 1]
-        below = jnp.concatenate([mass < p, jnp.ones((b, 1), bool)], axis=1)  # [B, F]
+        edges = jnp.concatenate([lo[:, None], cand, hi[:, None]], axis=1)  # [B, fanout + 1]
+        below = jnp.concatenate([mass < p, jnp.ones((b, 1), bool)], axis=1)  # [B, fanout]
         first = jnp.argmax(below, axis=1)[:, None]
         lo = jnp.take_along_axis(edges, first, axis=1)[:, 0]
         hi = jnp.take_along_axis(edges, first + 1, axis=1)[:, 0]

@@ -1,7 +1,7 @@
 """The jitted phases of a GRPO step: reference/old log-probs and the update.
 
     TrainBatch (host numpy, B = P·G rows)
-      tokens [B, T] = prompt ++ completion ++ padding (right only), T = Tp + C
+      tokens [B, T] = prompt ++ completion ++ padding (right only), T ≥ longest prompt + C (bucketed)
       ─► logps_fn(params, batch)                 one jit: per-token log-probs [B, C]
       ─► train_step(params, opt_state, batch)    one jit: A micro-batches under lax.scan
              (forward → chunked log-probs → grpo_loss → backward, float32 gradient sum),

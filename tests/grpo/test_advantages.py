@@ -57,7 +57,7 @@ def test_epsilon_is_the_one_added_to_the_std(scale):
         group_advantages(rewards, 3, scale, epsilon=-1.0)
 
 
-def test_bad_arguments_are_named():
+def test_bad_arguments_are_named(unchecked):
     with pytest.raises(ValueError, match="num_generations"):
         group_advantages(jnp.zeros(5), 2)
     with pytest.raises(ValueError, match="scale"):

@@ -114,7 +114,7 @@ def test_backward_does_not_keep_the_logits():
     assert chunked < logits_bytes / 4, (chunked, naive, logits_bytes)
 
 
-def test_bad_arguments_are_named():
+def test_bad_arguments_are_named(unchecked):
     hidden, lm_head, targets = _inputs()
     with pytest.raises(ValueError, match="temperature"):
         token_logprobs(hidden, lm_head, targets, temperature=0.0)
