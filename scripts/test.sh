@@ -24,4 +24,4 @@ WORKERS=${PYTEST_WORKERS:-2}
 if [[ "$WORKERS" == 0 ]]; then
   exec $PY -m pytest -q "$@"
 fi
-exec $PY -m pytest -q -n "$WORKERS" --dist loadfile "$@"
+exec $PY -m pytest -q -n "$WORKERS" --dist loadfile --durations=25 "$@"

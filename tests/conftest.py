@@ -51,3 +51,11 @@ def unchecked():
     yield
     jaxtyping.config.update("jaxtyping_disable", before)
 
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests first, the rest in their usual order (a stable sort). With two
+    pytest-xdist workers taking one file at a time (scripts/test.sh), a long file collected last
+    keeps one worker busy for minutes while the other has nothing left to run."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)

@@ -162,9 +162,11 @@ def server_settings() -> tuple[tuple[str, ...], float]:
     return SERVER_ARGS, SERVER_START_TIMEOUT_S
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def vllm_server(vllm_python, tiny_model, tmp_path_factory):
-    """One real vLLM server for the session, serving `tiny_model.hf_dir`."""
+    """One real vLLM server per test file, serving `tiny_model.hf_dir`. Not per session: an
+    xdist worker would hold its ~2 GB for the rest of the suite, beside the memory-heavy
+    trainer tests (a SmolLM2 training run was killed for memory in CI that way)."""
     server = ServerProcess(tiny_model.hf_dir, vllm_python, vs.free_port(), tmp_path_factory.mktemp("vllm_logs"))
     try:
         server.start()

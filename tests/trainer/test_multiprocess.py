@@ -62,8 +62,9 @@ def test_two_processes_match_one_then_survive_a_kill_and_resume_exactly(tmp_path
     codes = group.wait(HANG)
     out0 = group.output(0)
     assert codes[1] == -signal.SIGKILL and codes[0] not in (0, None), out0[-3000:]
-    # XLA's coordination service reports the silent process (or gloo its closed socket first).
-    assert "stopped sending heartbeats" in out0 or "process 1" in out0, out0[-3000:]
+    # XLA's coordination service reports the silent process, or gloo the socket to it closing.
+    lost_peer = ("stopped sending heartbeats", "process 1", "Connection reset by peer")
+    assert any(words in out0 for words in lost_peer), out0[-3000:]
     assert verify_step(ckpt) is None  # the last committed checkpoint is intact
 
     # Process 0 alone wrote the run's files; both wrote checkpoint shards.
