@@ -93,7 +93,8 @@ def _main(argv) -> int:
             print(f"[openrs] {note}", flush=True)
         print(f"[openrs] resolved config (saved as {cfg.checkpoint.output_dir}/config.yaml):\n{dump_yaml(cfg)}",
               end="", flush=True)
-    from openrs_jax.trainer.schedule import samples_in_a_thread, thread_safe_xla_flags
+    from openrs_jax.trainer.schedule import thread_safe_xla_flags
+    from openrs_jax.trainer.setup import samples_in_a_thread
     from openrs_jax.trainer.trainer import Trainer
 
     if samples_in_a_thread(cfg):  # before JAX starts its backend (trainer.schedule says why)

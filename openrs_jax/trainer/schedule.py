@@ -41,7 +41,7 @@ import jax
 
 from openrs_jax.metrics import PhaseTimer
 from openrs_jax.trainer.grpo_step import Experience, collect, sync_weights
-from openrs_jax.trainer.setup import Run
+from openrs_jax.trainer.setup import Run, samples_in_a_thread
 from openrs_jax.trainer.state import TrainState
 
 
@@ -262,12 +262,6 @@ class AsyncSchedule(Schedule):
 # the jax engine, openrs3 at 1.5B, docs/BENCHMARKS.md 2026-12-03). The overlapped modes with an
 # in-process sampler therefore run without command buffers (the empty list disables them all).
 NO_COMMAND_BUFFERS = "--xla_gpu_enable_command_buffer="
-
-
-def samples_in_a_thread(cfg) -> bool:
-    """True when JAX programs run from two threads: an overlapped mode with the jax engine (a
-    vLLM server samples in its own process; its client thread only waits on HTTP)."""
-    return cfg.rollout.mode != "sync" and cfg.rollout.engine == "jax"
 
 
 def thread_safe_xla_flags(flags: str) -> str:

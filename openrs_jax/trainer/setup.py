@@ -111,6 +111,12 @@ class Run:
     closers: list[Callable[[], None]] = dataclasses.field(default_factory=list)
 
 
+def samples_in_a_thread(cfg: RunConfig) -> bool:
+    """True when JAX programs run from two threads: an overlapped mode with the jax engine (a
+    vLLM server samples in its own process; its client thread only waits on HTTP)."""
+    return cfg.rollout.mode != "sync" and cfg.rollout.engine == "jax"
+
+
 def build_meshes(cfg: RunConfig) -> tuple[jax.sharding.Mesh, jax.sharding.Mesh | None]:
     """(training mesh, sampling mesh or None). With `mesh.rollout_devices` = r > 0 the last r
     devices sample (data-parallel rows, `SAMPLE_RULES`) and the others train.
@@ -130,7 +136,7 @@ def build_meshes(cfg: RunConfig) -> tuple[jax.sharding.Mesh, jax.sharding.Mesh |
                           "process gives the same number of its devices")
     if r == 0:
         devices = [d for g in groups for d in g[: n // k]]
-        if cfg.rollout.mode != "sync" and cfg.rollout.engine == "jax" and len(devices) > 1:
+        if samples_in_a_thread(cfg) and len(devices) > 1:
             # Two threads would launch collective programs on the same devices in no fixed
             # order: XLA:CPU aborted the process when a rendezvous waited too long (seen under
             # load in CI), and NCCL can deadlock the same way. One device has no collectives.

@@ -138,8 +138,8 @@ def test_overlapped_jax_sampling_needs_devices_of_its_own():
 def test_overlapped_jax_sampling_turns_gpu_command_buffers_off():
     """A sampler thread beside the update breaks XLA:GPU's CUDA-graph capture (seen on an H200):
     the CLI turns command buffers off for exactly those runs, and a GPU run without it is refused."""
-    from openrs_jax.trainer.schedule import (NO_COMMAND_BUFFERS, check_thread_safe_backend, samples_in_a_thread,
-                                             thread_safe_xla_flags)
+    from openrs_jax.trainer.schedule import NO_COMMAND_BUFFERS, check_thread_safe_backend, thread_safe_xla_flags
+    from openrs_jax.trainer.setup import samples_in_a_thread
 
     sync = load_config("quickstart", [])
     off = load_config("quickstart", ["rollout.mode=one_step_off"])
