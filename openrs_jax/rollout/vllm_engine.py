@@ -62,6 +62,7 @@ _RETRY_STATUS = frozenset(range(500, 600))
 _VERSION_DIR_PREFIX = "v"
 _VERSION_FILE = "openrs_weight_version.json"
 _DEFAULT_SERVER_VERSION = "default"
+FINISH_ABORT = "abort"  # vLLM's finish_reason for a request its engine dropped
 
 
 class VLLMError(RuntimeError):
@@ -202,10 +203,12 @@ class VLLMEngine(RolloutEngine):
         params: dict[str, Any] | None = None,
         timeout: float = 60.0,
         before_retry: Callable[[], None] | None = None,
+        retry_if: Callable[[requests.Response], str | None] | None = None,
     ) -> requests.Response:
         """One HTTP call, retried on connection errors and 5xx with backoff; `before_retry`
         runs before each resend (e.g. to re-sync a restarted server), under this call's
-        deadline. 4xx and a read timeout raise VLLMError."""
+        deadline. `retry_if` reads a successful answer and names why it must be sent again
+        (None: keep it), retried the same way. 4xx and a read timeout raise VLLMError."""
         url = self.base_url + path
         outer = getattr(self._scope, "deadline", None)  # set when we run inside a retry
         first_failure = None
@@ -223,10 +226,14 @@ class VLLMEngine(RolloutEngine):
                                      timeout=(self.retry.connect_timeout, timeout))
                 self._answered = True
                 if r.status_code < 400:
-                    return r
-                if r.status_code not in _RETRY_STATUS:
+                    why = None if retry_if is None else retry_if(r)
+                    if why is None:
+                        return r
+                    error = why
+                elif r.status_code not in _RETRY_STATUS:
                     raise VLLMError(f"{method} {url} failed with {r.status_code}: {r.text[:2000]}")
-                error = f"HTTP {r.status_code}: {r.text[:500]}"
+                else:
+                    error = f"HTTP {r.status_code}: {r.text[:500]}"
             except requests.ConnectionError as e:  # refused, unreachable, connect timeout
                 error = f"connection error: {e}"
             except requests.Timeout as e:  # the server took the connection but not the answer
@@ -357,7 +364,9 @@ class VLLMEngine(RolloutEngine):
         return body
 
     def _complete(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        r = self._post("/v1/completions", body, timeout=self.request_timeout, before_retry=self.ensure_synced)
+        r = self._post(
+            "/v1/completions", body, timeout=self.request_timeout, before_retry=self.ensure_synced, retry_if=_aborted
+        )
         return r.json()["choices"]
 
     def generate(
@@ -450,6 +459,18 @@ def check_logprobs_mode(mode: str, sampling: SamplingParams) -> None:
             f"for (sampling temperature {sampling.temperature}, top_p {sampling.top_p}, top_k {sampling.top_k}): "
             f"start it with --logprobs-mode {need}"
         )
+
+
+def _aborted(r: requests.Response) -> str | None:
+    """A 200 whose completions vLLM aborted: its engine stopped under the API server (a kill or a
+    shutdown reaches the engine process first and the API server answers the open requests
+    with finish_reason 'abort'). The server is going down or restarting: send the request again."""
+    try:
+        reasons = [c.get("finish_reason") for c in r.json().get("choices", [])]
+    except ValueError:  # not JSON: parse_choices' caller reports it
+        return None
+    n = sum(reason == FINISH_ABORT for reason in reasons)
+    return f"{n} of {len(reasons)} completions finished with 'abort' (the server is stopping)" if n else None
 
 
 def parse_choices(

@@ -28,6 +28,7 @@ class FakeVLLM:
     def __init__(self):
         self.calls: list[tuple[str, dict, dict]] = []  # (path, query, body)
         self.fail_completions = 0  # answer this many /v1/completions with 503 first
+        self.abort_completions = 0  # then this many with 200 and a choice finished 'abort'
         self.weight_version = "default"
         self.reloaded: list[str] = []
         self.fail = lambda path: False  # answer 503 to a path when this says so
@@ -77,9 +78,12 @@ class FakeVLLM:
                     ids = [prompt[-1] + 1, 0] if g == 1 else [prompt[-1] + 1 + k for k in range(body["max_tokens"])]
                     lps = [-t / 10 for t in ids]
                     reason = "stop" if g == 1 else "length"
+                    if self.abort_completions > 0 and index == 0:  # a stopping engine: cut short
+                        ids, lps, reason = ids[:1], lps[:1], "abort"
                     choices.append({"index": index, "token_ids": ids, "logprobs": {"token_logprobs": lps},
                                     "finish_reason": reason})  # fmt: skip
                     index += 1
+            self.abort_completions -= any(c["finish_reason"] == "abort" for c in choices)
             return 200, {"choices": choices[::-1]}  # out of order on purpose
         return 404, {"error": f"unknown path {path}"}
 
@@ -155,6 +159,25 @@ def test_retries_5xx_with_backoff(fake, tmp_path):
     batch = engine.generate([[1]], 2, SamplingParams(max_new_tokens=2))
     assert batch.batch_size == 2
     assert fake.paths().count("/v1/completions") == 3
+
+
+def test_completions_the_server_aborted_are_sampled_again(fake, tmp_path):
+    """A vLLM whose engine dies before its API server (a kill, a shutdown) answers the open
+    requests with 200 and finish_reason 'abort': a restart under way, retried like a 503, and
+    none of the cut-short completions reaches the batch."""
+    fake.abort_completions = 2
+    engine = make_engine(fake.url, tmp_path)
+    batch = engine.generate([[1]], 2, SamplingParams(max_new_tokens=3))
+    assert fake.paths().count("/v1/completions") == 3
+    assert batch.finish_reasons == ["length", "stop"]
+    np.testing.assert_array_equal(batch.completion_ids[0], [2, 3, 4])
+
+
+def test_a_server_that_keeps_aborting_is_reported_once_the_retry_timeout_passes(fake, tmp_path, clock):
+    fake.abort_completions = 10**6
+    engine = make_engine(fake.url, tmp_path)
+    with pytest.raises(VLLMUnavailableError, match="finished with 'abort'"):
+        engine.generate([[1]], 2, SamplingParams(max_new_tokens=3))
 
 
 def test_4xx_is_not_retried(fake, tmp_path):
