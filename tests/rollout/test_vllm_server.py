@@ -123,12 +123,14 @@ def test_server_killed_mid_rollout_retries_after_restart(
     engine = make_engine(vllm_server, tiny_model, tmp_path, prompts_per_request=1)
     new_model = perturb(tiny_model.model, seed=4)
     engine.update_weights(new_model)
-    prompts = [[10 + i, 20 + i, 30 + i] for i in range(16)]
+    # 4 x 4 completions of 400 tokens: long enough to be under way a second later (~15 s on 2
+    # cores), short enough that sampling all of them again after the restart stays cheap.
+    prompts = [[10 + i, 20 + i, 30 + i] for i in range(4)]
     result: dict = {}
 
     def run():
         try:
-            result["batch"] = engine.generate(prompts, 8, SamplingParams(max_new_tokens=400, temperature=1.0))
+            result["batch"] = engine.generate(prompts, 4, SamplingParams(max_new_tokens=400, temperature=1.0))
         except BaseException as e:  # noqa: BLE001 — reported by the main thread
             result["error"] = e
 
@@ -142,7 +144,7 @@ def test_server_killed_mid_rollout_retries_after_restart(
     assert not thread.is_alive()
     assert "error" not in result, result.get("error")
     batch = result["batch"]
-    assert batch.batch_size == 16 * 8 and batch.weight_version == 1
+    assert batch.batch_size == 4 * 4 and batch.weight_version == 1
     assert engine.resync_count >= 1  # the retry found the fresh server stale and re-synced it
     assert engine.server_weight_version() == f"{engine.session_id}:1"
     for probe, got in zip(PROBES, engine.prompt_logprobs(PROBES)):

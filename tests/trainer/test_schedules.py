@@ -119,8 +119,13 @@ def test_async_learns_the_quickstart_within_its_staleness_bound(tmp_path):
     assert len(rows) == 300
     assert max(r["rollout/staleness"] for r in rows) <= 2
     assert all(np.isfinite(r["sampling/importance_sampling_ratio/mean"]) for r in rows)
+    # Which weights each batch was sampled from depends on the threads' timing (staleness 1 or
+    # 2), so the learning curve does too. Mean reward of the last 30 steps, measured in 7 runs
+    # (idle and loaded 2-core machine, 2026-12-03): 0.79, 0.82, 0.89, 0.89, 0.90, 0.92, 0.93
+    # (mean 0.88, sd 0.05; the 0.79 failed this test's first bound of 0.8 in a full run). 0.7
+    # is 3.5 sd under the mean; a run that does not learn stays near the first steps' 0.03.
     assert np.mean([r["reward"] for r in rows[:30]]) <= 0.2
-    assert np.mean([r["reward"] for r in rows[-30:]]) >= 0.8
+    assert np.mean([r["reward"] for r in rows[-30:]]) >= 0.7
 
 
 def test_overlapped_jax_sampling_needs_devices_of_its_own():
