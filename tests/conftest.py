@@ -71,8 +71,11 @@ def unchecked():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Files with slow tests first, the rest in their usual order (a stable sort). With two
-    pytest-xdist workers taking one file at a time (scripts/test.sh), a long file collected last
-    keeps one worker busy for minutes while the other has nothing left to run."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+    """Files with more slow tests first, the rest in their usual order (a stable sort): with two
+    pytest-xdist workers taking one file at a time (scripts/test.sh, which turns off xdist's own
+    reordering by test count), a long file collected last keeps one worker busy for minutes
+    while the other has nothing left to run."""
+    slow: dict = {}
+    for item in items:
+        slow[item.path] = slow.get(item.path, 0) + bool(item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.path])

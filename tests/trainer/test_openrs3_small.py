@@ -77,6 +77,7 @@ def test_openrs3_small_jax_engine(tmp_path, shared_data, small_r1):
 
 
 @pytest.mark.vllm
+@pytest.mark.slow  # 70-95 s on 2 cores: starts a vLLM server
 def test_openrs3_small_vllm_engine(tmp_path, shared_data, small_r1):
     from openrs_jax.rollout import vllm_server as vs
 

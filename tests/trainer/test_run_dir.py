@@ -36,6 +36,7 @@ def _fake_rows(path, steps):
     path.write_text("".join(json.dumps({"step": s, "reward": -1.0}) + "\n" for s in steps))
 
 
+@pytest.mark.slow  # 35-55 s on 2 cores: training CLI runs
 def test_logs_of_a_run_killed_before_its_first_checkpoint_are_not_doubled(tmp_path):
     run = tmp_path / "run"
     # What a run killed at step 5, before any checkpoint, leaves behind.
@@ -52,6 +53,7 @@ def test_logs_of_a_run_killed_before_its_first_checkpoint_are_not_doubled(tmp_pa
     assert [r["step"] for r in read_metrics(run2)] == [1, 2, 3]
 
 
+@pytest.mark.slow  # 35-55 s on 2 cores: training CLI runs
 def test_failed_resume_leaves_the_run_directory_as_it_was(tmp_path):
     run = tmp_path / "run"
     Trainer(_cfg(run)).run()
@@ -83,6 +85,7 @@ def test_two_trainers_on_one_directory(tmp_path):
     assert [r["step"] for r in read_metrics(run)] == [1, 2, 3]
 
 
+@pytest.mark.slow  # 35-55 s on 2 cores: training CLI runs
 def test_relative_run_dir_resumes_from_another_working_directory(tmp_path):
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir()
