@@ -7,7 +7,11 @@ cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 start=$SECONDS
-$PY -m pip install -q -e ".[lint]"
+# LINT_INSTALL=0: the `lint` extra is installed already (.ci/run installs it, then runs this
+# beside the tests).
+if [[ "${LINT_INSTALL:-1}" != 0 ]]; then
+  $PY -m pip install -q -e ".[lint]"
+fi
 $PY -m ruff check .
 # pyright resolves imports in $PY's environment (not whichever python is first on PATH).
 $PY -m pyright --pythonpath "$($PY -c 'import sys; print(sys.executable)')"
