@@ -464,7 +464,11 @@ def check_logprobs_mode(mode: str, sampling: SamplingParams) -> None:
 def _aborted(r: requests.Response) -> str | None:
     """A 200 whose completions vLLM aborted: its engine stopped under the API server (a kill or a
     shutdown reaches the engine process first and the API server answers the open requests
-    with finish_reason 'abort'). The server is going down or restarting: send the request again."""
+    with finish_reason 'abort'). The server is going down or restarting: send the request again.
+    Every rollout answer passes here and `_complete` parses it afterwards: the JSON (megabytes
+    for long completions) is parsed a second time only when the word occurs in it at all."""
+    if FINISH_ABORT.encode() not in r.content:
+        return None
     try:
         reasons = [c.get("finish_reason") for c in r.json().get("choices", [])]
     except ValueError:  # not JSON: parse_choices' caller reports it
