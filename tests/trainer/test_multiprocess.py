@@ -62,8 +62,9 @@ def test_two_processes_match_one_then_survive_a_kill_and_resume_exactly(tmp_path
     codes = group.wait(HANG)
     out0 = group.output(0)
     assert codes[1] == -signal.SIGKILL and codes[0] not in (0, None), out0[-3000:]
-    # XLA's coordination service reports the silent process, or gloo the socket to it closing.
-    lost_peer = ("stopped sending heartbeats", "process 1", "Connection reset by peer")
+    # XLA's coordination service reports the silent process, or gloo the socket to it closing
+    # (reset or closed, depending on where process 0's read was when the peer's socket went).
+    lost_peer = ("stopped sending heartbeats", "process 1", "Connection reset by peer", "Connection closed by peer")
     assert any(words in out0 for words in lost_peer), out0[-3000:]
     assert verify_step(ckpt) is None  # the last committed checkpoint is intact
 
