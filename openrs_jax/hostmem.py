@@ -1,9 +1,9 @@
 """Host memory: hand the pages the C heap holds free back to the operating system (layer L0).
 
 Why: XLA:CPU allocates a step's temporaries (activations, gradients: gigabytes for a 135M
-model) with malloc and frees them when the step ends; glibc keeps freed pages in the heap of
-the thread that freed them (XLA runs on a pool of threads, one heap each) for reuse, so a
-process's resident memory climbs to several times what it holds. SmolLM2-135M GRPO on CPU
+model) with malloc and frees them when the step ends; glibc keeps freed pages inside its heaps
+for reuse (free() gives memory back only from a heap's top), so a process's resident memory
+climbs to several times what it holds. Fewer heaps (MALLOC_ARENA_MAX=2) did not help: 10.1 GB. SmolLM2-135M GRPO on CPU
 (configs/smollm2_arithmetic.yaml, 3 steps, 2 cores, measured 2026-12-03): peak RSS 10.8 GB
 with glibc's default behaviour, 7.2 GB with `release_free_memory()` between steps (live JAX
 arrays 2.2 GB throughout). `malloc_trim(0)` returns the free pages of every heap, not only the
