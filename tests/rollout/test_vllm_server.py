@@ -4,6 +4,9 @@ server killed mid-rollout. One server for the whole session (tests/rollout/conft
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import threading
 import time
 
@@ -19,6 +22,18 @@ pytestmark = pytest.mark.vllm
 
 PROMPTS = [[5, 17, 42, 9], [100, 7], [33, 34, 35, 36, 37, 38]]
 PROBES = [[1, 50, 60, 70, 80, 90, 100, 110], [200, 3, 4, 5, 250, 6]]
+
+
+def wait_for_running_request(url: str, thread: threading.Thread, timeout: float = 120.0) -> None:
+    """Polls vLLM's Prometheus gauge until a request is being sampled (or `thread` ends)."""
+    deadline = time.monotonic() + timeout
+    while thread.is_alive() and time.monotonic() < deadline:
+        metrics = requests.get(f"{url}/metrics", timeout=10).text
+        running = re.findall(r"^vllm:num_requests_running\{[^}]*\} ([0-9.eE+-]+)$", metrics, re.M)
+        if running and sum(float(v) for v in running) >= 1:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no request running on {url} (rollout thread alive: {thread.is_alive()})")
 
 
 def make_engine(server, tiny_model, tmp_path, **kw) -> VLLMEngine:
@@ -123,8 +138,7 @@ def test_server_killed_mid_rollout_retries_after_restart(
     engine = make_engine(vllm_server, tiny_model, tmp_path, prompts_per_request=1)
     new_model = perturb(tiny_model.model, seed=4)
     engine.update_weights(new_model)
-    # 4 x 4 completions of 400 tokens: long enough to be under way a second later (~15 s on 2
-    # cores), short enough that sampling all of them again after the restart stays cheap.
+    # 4 x 4 completions of up to 400 tokens (~15 s on 2 cores when none stops early).
     prompts = [[10 + i, 20 + i, 30 + i] for i in range(4)]
     result: dict = {}
 
@@ -136,8 +150,12 @@ def test_server_killed_mid_rollout_retries_after_restart(
 
     thread = threading.Thread(target=run)
     thread.start()
-    time.sleep(1.0)
-    assert thread.is_alive(), f"rollout finished before the kill; make it longer ({result})"
+    # Kill as soon as the server reports a request running, vLLM's own processes first: a fixed
+    # sleep let a rollout whose completions all hit EOS early finish before the kill (CI saw
+    # it), and killing only the CLI leaves vLLM sampling until its keeper stops it.
+    wait_for_running_request(vllm_server.url, thread)
+    os.killpg(vllm_server.vllm_pgid, signal.SIGKILL)
+    assert thread.is_alive(), f"rollout finished before the kill ({result})"
     vllm_server.kill()
     vllm_server.start()
     thread.join(timeout=400)
