@@ -345,7 +345,12 @@ def build_train_step(
         # A non-finite step is not applied: parameters and optimizer state stay as they were.
         # The updates are checked too (not only loss and gradient): a NaN learning rate or Adam
         # state turns finite gradients into NaN weights that every later checkpoint would keep.
-        updates_finite = jnp.all(jnp.stack([jnp.isfinite(u).all() for u in jax.tree.leaves(updates)]))
+        # Counted, not and-ed: XLA:CPU simplifies `all(stack(flags))` into a chain of scalar ands
+        # and then copies that chain into the fused `where` of every leaf below, so its compile
+        # time grew with the square of the leaf count (SmolLM2-135M, 272 leaves: 104 s for
+        # this part alone; counted: 5 s; docs/BENCHMARKS.md, "CI time, fifth pass").
+        leaf_finite = jnp.stack([jnp.isfinite(u).all() for u in jax.tree.leaves(updates)])
+        updates_finite = leaf_finite.astype(jnp.int32).sum() == leaf_finite.shape[0]
         finite = jnp.isfinite(loss_value) & jnp.isfinite(grad_norm) & updates_finite
         keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
         metrics.update(
