@@ -2,8 +2,13 @@
 
 import os
 
+# Single-threaded Eigen inside each op: with two xdist workers on two cores the other worker
+# keeps the second core busy, and splitting each matmul over threads only adds hand-offs
+# (measured: two 300-step quickstart runs side by side, 8 devices, 61.8 -> 57.6 s; docs/
+# BENCHMARKS.md, "CI time, fifth pass"). Subprocesses inherit it, except those that drop
+# XLA_FLAGS to run as a user does (the SmolLM2 run, the single-device CLI runs).
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=false"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Keep test output readable and deterministic.

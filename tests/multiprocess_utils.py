@@ -23,9 +23,10 @@ def free_port() -> int:
 
 
 def device_env(devices: int) -> dict[str, str]:
+    # Single-threaded Eigen, as tests/conftest.py sets it for the whole suite.
     path = os.pathsep.join([str(REPO), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])])
     env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} --xla_cpu_multi_thread_eigen=false"}
     env.pop("OPENRS_DEBUG", None)
     return env
 

@@ -137,6 +137,20 @@ def test_a_non_finite_update_is_not_applied():
         if not applied:
             for a, b in zip(want_p, leaves):
                 np.testing.assert_array_equal(a, b)
+    # One NaN in one leaf of Adam's first moment: only that leaf's update is NaN, and the whole
+    # step is still skipped (the check counts finite leaves: one short of all is not finite).
+    sched = lambda count: jnp.float32(1e-3) + 0.0 * count
+    opt = make_optimizer(sched)
+    p0 = jax.tree.map(jnp.copy, params)
+    paths, treedef = jax.tree_util.tree_flatten_with_path(init_optimizer(opt, p0))
+    first_mu = next(i for i, (path, x) in enumerate(paths) if "mu" in jax.tree_util.keystr(path) and x.ndim)
+    leaves = [x.at[(0,) * x.ndim].set(jnp.nan) if i == first_mu else x for i, (_, x) in enumerate(paths)]
+    want_p = [np.asarray(x) for x in jax.tree.leaves(p0)]
+    p, o, m = build_train_step(graphdef, opt, sched, loss, 1)(p0, jax.tree.unflatten(treedef, leaves), batch)
+    assert np.isfinite(float(m["loss"])) and np.isfinite(float(m["grad_norm"]))
+    assert float(m["update_applied"]) == 0.0
+    for a, b in zip(want_p, jax.tree.leaves(p)):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_one_default_for_the_sampler_importance_sampling():
