@@ -23,10 +23,12 @@ def free_port() -> int:
 
 
 def device_env(devices: int) -> dict[str, str]:
-    # Single-threaded Eigen, as tests/conftest.py sets it for the whole suite.
+    # The suite's XLA flags (tests/conftest.py) with this process's device count in place of 8.
+    count = "--xla_force_host_platform_device_count"
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(count)]
     path = os.pathsep.join([str(REPO), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])])
     env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} --xla_cpu_multi_thread_eigen=false"}
+           "XLA_FLAGS": " ".join([*flags, f"{count}={devices}"])}
     env.pop("OPENRS_DEBUG", None)
     return env
 
